@@ -1,0 +1,1 @@
+"""Built-in recipes (TOML files in this folder), installed as the ``restorekit_recipes`` package."""

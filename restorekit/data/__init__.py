@@ -1,0 +1,1 @@
+"""Data: image files, folders, crops and augmentation, MATLAB bicubic, degradations, datasets."""

@@ -1,0 +1,47 @@
+"""Atomic file writes: a kill or an error never leaves a half-written output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside *path*; rename it onto *path* only if the block succeeds.
+
+    The temporary file lives in the same folder (so the rename is atomic on POSIX and Windows),
+    is flushed to disk before the rename, and is removed on any error.
+
+    Example:
+        >>> with atomic_path("out.png") as tmp:  # doctest: +SKIP
+        ...     image.save(tmp, format="PNG")
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write *data* to *path* atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 *text* to *path* atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))

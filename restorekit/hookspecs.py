@@ -1,0 +1,72 @@
+"""The hooks a restorekit plugin can implement.
+
+A plugin is a module (or object) exposed through the ``restorekit`` entry-point group::
+
+    [project.entry-points.restorekit]
+    myplugin = "my_package.plugin"
+
+and implements any of the hooks below with :data:`restorekit.hookimpl`. Collector hooks receive a
+``register`` callback, so restorekit owns the registries: it catches duplicates, records which plugin
+registered what, and keeps the registry unchanged when a plugin fails.
+
+``register(name, target, description="", **info)`` takes a class or function with explicit keyword
+arguments, or a lazy ``"module:attr"`` string (give ``description`` then, so listing imports nothing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+PROJECT = "restorekit"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+# --- component registries -------------------------------------------------------------------------
+
+
+@hookspec
+def register_generators(register: Any) -> None:
+    """Register generator networks (``nn.Module`` factories with a ``scale`` attribute)."""
+
+
+@hookspec
+def register_discriminators(register: Any) -> None:
+    """Register discriminator (critic) networks."""
+
+
+@hookspec
+def register_losses(register: Any) -> None:
+    """Register losses: content losses ``forward(output, target)`` or adversarial ones."""
+
+
+@hookspec
+def register_tasks(register: Any) -> None:
+    """Register tasks, which make training batches and validate (super-resolution, deblurring)."""
+
+
+# --- shipped files --------------------------------------------------------------------------------
+
+
+@hookspec
+def register_recipes(register: Any) -> None:
+    """Register recipe files: ``register(name, path, description="")``."""
+
+
+@hookspec
+def register_models(register: Any) -> None:
+    """Register named weights: ``register(name, path=..., description=...)`` or ``url=..., sha256=...``."""
+
+
+# --- resolvers ------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def convert_state_dict(state_dict: dict[str, Any], path: str) -> Any:
+    """Recognise a foreign checkpoint's state dict; first result wins.
+
+    Return ``(generator_name, constructor_args, converted_state_dict)`` if this plugin knows the
+    layout, else ``None``.
+    """

@@ -1,0 +1,1 @@
+"""Running restoration models on whole photographs: tiled inference with seam-free blending."""

@@ -1,0 +1,248 @@
+"""PSNR and SSIM under the protocol of the published super-resolution tables.
+
+The numbers in SR papers (bicubic Set5 x4 = 28.42 dB / 0.810, ...) come from a fixed MATLAB recipe, and every
+detail moves the result:
+
+- the output is rounded to 8 bits first (``uint8``: saturate, round half away from zero);
+- the luma is the BT.601 "studio swing" Y, ``16 + (65.481 R + 128.553 G + 24.966 B) / 255`` with R, G, B in
+  0..255, kept as a float (MATLAB's ``rgb2ycbcr`` on a double image, times 255);
+- ``border`` pixels (usually the scale) are shaved from each side;
+- PSNR is ``20 log10(255 / sqrt(MSE))``;
+- SSIM is Wang et al.'s: an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, evaluated
+  only where the window fits inside the image (no padding), averaged over that map.
+
+Everything is computed in float64 on the inputs' device, a whole batch at a time.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["psnr", "quantize", "rgb_to_y", "ssim"]
+
+# BT.601 luma weights for R, G, B in 0..255 giving Y in 16..235 (MATLAB's rgb2ycbcr, first row).
+_Y_WEIGHTS = (65.481, 128.553, 24.966)
+_Y_OFFSET = 16.0
+
+_SSIM_WINDOW = 11
+_SSIM_SIGMA = 1.5
+_SSIM_K1 = 0.01
+_SSIM_K2 = 0.03
+_DATA_RANGE = 255.0
+
+_CHANNELS = ("y", "rgb")
+
+
+def rgb_to_y(x: Tensor) -> Tensor:
+    """BT.601 luma of an RGB image in [0, 1], on the 16..235 scale, as a float.
+
+    A 1-channel input is taken as a grayscale image, i.e. as RGB with R = G = B, so a grayscale file gives
+    the same Y whether it is read as ``L`` or as replicated RGB.
+
+    Args:
+        x: Tensor shaped ``(..., 3, H, W)`` or ``(..., 1, H, W)`` with values in [0, 1].
+
+    Returns:
+        Y shaped ``(..., 1, H, W)`` in the input's floating dtype (float32 for integer input).
+
+    Raises:
+        ValueError: If the channel dimension is neither 1 nor 3.
+
+    Example:
+        >>> import torch
+        >>> rgb_to_y(torch.ones(3, 2, 2)).flatten().tolist()
+        [235.0, 235.0, 235.0, 235.0]
+    """
+    if x.dim() < 3 or x.shape[-3] not in (1, 3):
+        raise ValueError(f"rgb_to_y: x must be shaped (..., 3, H, W) or (..., 1, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.float()
+    if x.shape[-3] == 1:
+        return _Y_OFFSET + sum(_Y_WEIGHTS) * x
+    r, g, b = x.unbind(dim=-3)
+    y = _Y_OFFSET + _Y_WEIGHTS[0] * r + _Y_WEIGHTS[1] * g + _Y_WEIGHTS[2] * b
+    return y.unsqueeze(-3)
+
+
+def _to_8bit_levels(x: Tensor) -> Tensor:
+    """[0, 1] values to integer levels 0..255 (as floats), rounding like MATLAB's ``im2uint8``."""
+    # torch.round rounds ties to even; MATLAB rounds half away from zero (upwards here, after the clamp).
+    return torch.floor(x.clamp(0.0, 1.0) * 255.0 + 0.5)
+
+
+def quantize(x: Tensor) -> Tensor:
+    """Clamp to [0, 1] and round to the nearest 1/255 step, as saving an 8-bit image would.
+
+    Args:
+        x: Floating-point tensor of any shape.
+
+    Returns:
+        A tensor of the same shape and dtype whose values are multiples of 1/255 in [0, 1].
+
+    Raises:
+        ValueError: If ``x`` is not floating-point.
+    """
+    if not x.is_floating_point():
+        raise ValueError(f"quantize: x must be a floating-point tensor, got dtype {x.dtype}")
+    return _to_8bit_levels(x) / 255.0
+
+
+def _prepare(
+    output: Tensor, target: Tensor, border: int, channel: str, quantize_output: bool, metric: str
+) -> tuple[Tensor, Tensor, bool]:
+    """Validate, quantize, convert to the evaluated channel(s) on 0..255 and shave the border.
+
+    Returns:
+        ``(output, target, batched)`` as float64 ``(N, C, H, W)`` tensors on 0..255 (Y: 16..235).
+    """
+    for name, t in (("output", output), ("target", target)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f"{metric}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() not in (3, 4):
+            raise ValueError(
+                f"{metric}: {name} must be shaped (C, H, W) or (N, C, H, W), got {tuple(t.shape)}"
+            )
+        if t.shape[-3] not in (1, 3):
+            raise ValueError(
+                f"{metric}: {name} must have 1 (grayscale) or 3 (RGB) channels, got {t.shape[-3]}"
+            )
+    if output.shape != target.shape:
+        raise ValueError(
+            f"{metric}: output and target shapes differ: {tuple(output.shape)} vs {tuple(target.shape)}"
+        )
+    if channel not in _CHANNELS:
+        raise ValueError(f"{metric}: channel must be one of {_CHANNELS}, got {channel!r}")
+    if isinstance(border, bool) or not isinstance(border, int) or border < 0:
+        raise ValueError(f"{metric}: border must be a non-negative integer, got {border!r}")
+    height, width = output.shape[-2:]
+    if 2 * border >= min(height, width):
+        raise ValueError(f"{metric}: border {border} leaves nothing of a {height}x{width} image")
+
+    batched = output.dim() == 4
+    if not batched:
+        output, target = output.unsqueeze(0), target.unsqueeze(0)
+    output = output.to(torch.float64)
+    target = target.to(device=output.device, dtype=torch.float64)
+    # Targets come from 8-bit files; rounding them is a no-op there and keeps 16-bit targets comparable.
+    target = _to_8bit_levels(target)
+    output = _to_8bit_levels(output) if quantize_output else output * 255.0
+    if channel == "y":
+        output = rgb_to_y(output / 255.0)
+        target = rgb_to_y(target / 255.0)
+    if border:
+        output = output[..., border:-border, border:-border]
+        target = target[..., border:-border, border:-border]
+    return output, target, batched
+
+
+def psnr(
+    output: Tensor,
+    target: Tensor,
+    *,
+    border: int = 0,
+    channel: str = "y",
+    quantize_output: bool = True,
+) -> Tensor:
+    """Peak signal-to-noise ratio in dB with peak 255, per image.
+
+    Args:
+        output: Restored images in [0, 1], ``(C, H, W)`` or ``(N, C, H, W)``, 3 (RGB) or 1 (grayscale)
+            channels.
+        target: Reference images, same shape; rounded to 8 bits.
+        border: Pixels shaved from each side before measuring (the scale factor in SR tables).
+        channel: ``"y"`` for the BT.601 luma, ``"rgb"`` for all channels (MSE over all of them).
+        quantize_output: Round ``output`` to 8 bits first, as the published protocol does.
+
+    Returns:
+        float64 tensor shaped ``(N,)``, or 0-dim for 3-D input; ``inf`` where the images are identical.
+
+    Raises:
+        ValueError: On mismatched or malformed shapes, an unknown ``channel`` or a too-large ``border``.
+
+    Example:
+        >>> import torch
+        >>> hr = torch.rand(2, 3, 32, 32)
+        >>> psnr(hr, hr, border=4).tolist()
+        [inf, inf]
+    """
+    output, target, batched = _prepare(output, target, border, channel, quantize_output, "psnr")
+    mse = (output - target).square().mean(dim=(1, 2, 3))
+    values = 20.0 * torch.log10(_DATA_RANGE / mse.sqrt())
+    return values if batched else values[0]
+
+
+@lru_cache(maxsize=8)
+def _gaussian_window_1d(device: torch.device) -> Tensor:
+    """The normalised 1-D factor of MATLAB's ``fspecial('gaussian', 11, 1.5)``."""
+    radius = _SSIM_WINDOW // 2
+    coords = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    window = torch.exp(-(coords**2) / (2.0 * _SSIM_SIGMA**2))
+    return (window / window.sum()).to(device)
+
+
+def _filter_valid(x: Tensor) -> Tensor:
+    """Separable 11x11 Gaussian filtering of every channel of ``x``, keeping only the 'valid' region."""
+    window = _gaussian_window_1d(x.device)
+    planes = x.shape[1]
+    # Depthwise (grouped) convolution: several times faster than folding the planes into the batch on CPU.
+    x = F.conv2d(x, window.view(1, 1, -1, 1).expand(planes, 1, -1, 1), groups=planes)
+    return F.conv2d(x, window.view(1, 1, 1, -1).expand(planes, 1, 1, -1), groups=planes)
+
+
+def ssim(
+    output: Tensor,
+    target: Tensor,
+    *,
+    border: int = 0,
+    channel: str = "y",
+    quantize_output: bool = True,
+) -> Tensor:
+    """Structural similarity (Wang et al. 2004) with the published SR protocol, per image.
+
+    Args:
+        output: Restored images in [0, 1], ``(C, H, W)`` or ``(N, C, H, W)``, 3 (RGB) or 1 (grayscale)
+            channels.
+        target: Reference images, same shape; rounded to 8 bits.
+        border: Pixels shaved from each side before measuring.
+        channel: ``"y"`` for the BT.601 luma, ``"rgb"`` for the mean of the per-channel SSIMs.
+        quantize_output: Round ``output`` to 8 bits first, as the published protocol does.
+
+    Returns:
+        float64 tensor shaped ``(N,)``, or 0-dim for 3-D input; 1 for identical images.
+
+    Raises:
+        ValueError: On mismatched or malformed shapes, an unknown ``channel``, or when less than 11x11
+            pixels remain after shaving ``border``.
+
+    Example:
+        >>> import torch
+        >>> hr = torch.rand(3, 32, 32)
+        >>> float(ssim(hr, hr))
+        1.0
+    """
+    output, target, batched = _prepare(output, target, border, channel, quantize_output, "ssim")
+    if min(output.shape[-2:]) < _SSIM_WINDOW:
+        raise ValueError(
+            f"ssim: needs at least {_SSIM_WINDOW}x{_SSIM_WINDOW} pixels after shaving the border, "
+            f"got {output.shape[-2]}x{output.shape[-1]}"
+        )
+    c1 = (_SSIM_K1 * _DATA_RANGE) ** 2
+    c2 = (_SSIM_K2 * _DATA_RANGE) ** 2
+    channels = output.shape[1]
+    # One filtering pass over the five local statistics of every channel.
+    planes = torch.cat([output, target, output * output, target * target, output * target], dim=1)
+    stats = _filter_valid(planes)
+    mu_x, mu_y, xx, yy, xy = stats.split(channels, dim=1)
+    var_x = xx - mu_x * mu_x
+    var_y = yy - mu_y * mu_y
+    cov_xy = xy - mu_x * mu_y
+    ssim_map = ((2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    )
+    # Mean over the map of each channel, then over channels (all maps have the same size).
+    values = ssim_map.mean(dim=(1, 2, 3))
+    return values if batched else values[0]

@@ -1,0 +1,182 @@
+"""Single-image super-resolution.
+
+Training reads HR image folders (random crops, flips, 90° rotations); the LR input is made on the
+device with the MATLAB-compatible bicubic downscale — the protocol behind every published SR table —
+rounded to 8 bits like the benchmark files, then optionally degraded further (blur, noise, JPEG).
+Paired LR/HR folders (EDSR layout understood) work too. Validation reports PSNR and SSIM on the Y
+channel with ``scale`` border pixels shaved and the output rounded to 8 bits first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from restorekit.data.datasets import CropDataset, WholeImageDataset, check_readable
+from restorekit.data.degradations import DegradationPipeline
+from restorekit.data.folders import DataError, list_images, resolve_data_path
+from restorekit.data.pairs import find_pairs
+from restorekit.data.resize import imresize
+from restorekit.metrics import psnr, ssim
+from restorekit.tasks.base import Task
+
+
+def _files(folders: str | list[str], *, include: list[str] | None) -> list[Path]:
+    folder_list = [folders] if isinstance(folders, str) else list(folders)
+    files: list[Path] = []
+    for folder in folder_list:
+        found = list_images(resolve_data_path(folder))
+        if include:
+            wanted = set(include)
+            found = [f for f in found if f.name in wanted or f.stem in wanted]
+            if not found:
+                raise DataError(f"{folder}: none of {', '.join(include)} found")
+        files += found
+    return files
+
+
+def round_to_8bit(x: Tensor) -> Tensor:
+    """Clamp to [0, 1] and round to 1/255 steps, as an 8-bit LR file would be."""
+    return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+class SuperResolution(Task):
+    """Super-resolution by an integer factor.
+
+    Args:
+        scale: upscaling factor (2, 3, 4, 8, ...).
+        degradations: extra training degradations applied to the bicubic LR, e.g.
+            ``[{type = "blur", sigma = [0.2, 2.0], prob = 0.5}, {type = "noise", sigma = [0, 0.02]},
+            {type = "jpeg", quality = [40, 95], prob = 0.3}]``.
+
+    Example:
+        >>> task = SuperResolution(scale=4)
+        >>> lr, hr = task.make_batch({"target": torch.rand(2, 3, 96, 96)}, torch.device("cpu"))
+        >>> tuple(lr.shape)
+        (2, 3, 24, 24)
+    """
+
+    name = "super_resolution"
+    primary_metric = "psnr_y"
+
+    def __init__(self, *, scale: int = 4, degradations: list[dict[str, Any]] | None = None):
+        if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
+            raise ValueError(f"scale must be an integer from 1 to 16, got {scale!r}")
+        self.scale = scale
+        self.degradations = DegradationPipeline(degradations or [])
+
+    def train_data(
+        self,
+        *,
+        hr: str | list[str],
+        lr: str | list[str] | None = None,
+        include: list[str] | None = None,
+        crop: int = 96,
+        flip: bool = True,
+        rot90: bool = True,
+        cache: bool = False,
+        skip_bad: bool = False,
+        max_pixels: int | None = None,
+    ) -> CropDataset:
+        """Random HR crops (and aligned LR crops when *lr* is given).
+
+        Args:
+            hr: HR image folder(s); ``pkg:PACKAGE/folder`` points inside an installed package.
+            lr: paired LR folder (``NAME.png`` or ``NAMExS.png``; an ``XS`` sub-folder is found).
+            include: only these file names (or stems) from the folders.
+            crop: HR crop side; a multiple of the scale.
+            flip: random horizontal/vertical flips.
+            rot90: random 90° rotations.
+            cache: keep decoded images in memory (8-bit).
+            skip_bad: skip images that cannot be read (with a warning) instead of stopping.
+            max_pixels: raise Pillow's decompression-bomb limit.
+        """
+        if crop % self.scale or crop < self.scale:
+            raise DataError(f"data.train.crop: {crop} is not a positive multiple of the scale {self.scale}")
+        if lr is not None:
+            if not isinstance(hr, str) or not isinstance(lr, str):
+                raise DataError("data.train: paired lr/hr data takes one folder each")
+            pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
+            if include:
+                pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
+            targets, sources = [p[0] for p in pairs], [p[1] for p in pairs]
+        else:
+            targets, sources = check_readable(_files(hr, include=include), skip_bad=skip_bad), None
+        return CropDataset(
+            targets, sources, crop=crop, scale=self.scale, flip=flip, rot90=rot90,
+            cache=cache, skip_bad=skip_bad, max_pixels=max_pixels,
+        )  # fmt: skip
+
+    def val_data(
+        self,
+        *,
+        hr: str | list[str],
+        lr: str | None = None,
+        include: list[str] | None = None,
+        limit: int | None = None,
+        max_pixels: int | None = None,
+    ) -> WholeImageDataset:
+        """Whole validation images; LR from *lr* when given, else MATLAB bicubic of the HR.
+
+        Args:
+            hr: HR folder(s).
+            lr: paired LR folder (EDSR layout understood).
+            include: only these file names (or stems).
+            limit: use only the first N images.
+            max_pixels: raise Pillow's decompression-bomb limit.
+        """
+        if lr is not None:
+            if not isinstance(hr, str):
+                raise DataError("data.val: paired lr/hr data takes one hr folder")
+            pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
+            if include:
+                pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
+            targets, sources = [p[0] for p in pairs], [p[1] for p in pairs]
+        else:
+            targets, sources = _files(hr, include=include), None
+        if limit is not None:
+            targets = targets[:limit]
+            sources = None if sources is None else sources[:limit]
+        return WholeImageDataset(targets, sources, scale=self.scale, max_pixels=max_pixels)
+
+    def downscale(self, hr: Tensor) -> Tensor:
+        """MATLAB-bicubic LR of *hr*, rounded to 8 bits (HR sides must be multiples of the scale)."""
+        if self.scale == 1:
+            return hr
+        return round_to_8bit(imresize(hr, 1 / self.scale))
+
+    def make_batch(
+        self, batch: dict[str, Tensor], device: torch.device, *, training: bool = True
+    ) -> tuple[Tensor, Tensor]:
+        hr = batch["target"].to(device, non_blocking=True)
+        if "source" in batch:
+            lr = batch["source"].to(device, non_blocking=True)
+        else:
+            lr = self.downscale(hr)
+        if training and len(self.degradations):
+            lr = round_to_8bit(self.degradations(lr))
+        return lr, hr
+
+    def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
+        border = self.scale
+        return {
+            "psnr_y": float(psnr(output, target, border=border, channel="y").mean()),
+            "ssim_y": float(ssim(output, target, border=border, channel="y").mean()),
+            "psnr_rgb": float(psnr(output, target, border=border, channel="rgb").mean()),
+        }
+
+    def baseline_metrics(self, model_input: Tensor, target: Tensor) -> dict[str, float]:
+        """Metrics of the MATLAB-bicubic upscale of the input."""
+        up = imresize(model_input, float(self.scale))[..., : target.shape[-2], : target.shape[-1]]
+        return self.metrics(up.clamp(0, 1), target)
+
+    def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
+        """LR (nearest-neighbour enlarged) | output | HR, one (3, H, 3W) image."""
+        lr_big = F.interpolate(model_input[:1].float(), scale_factor=self.scale, mode="nearest")[0]
+        h, w = target.shape[-2], target.shape[-1]
+        parts = [lr_big[:, :h, :w], output[0].float()[:, :h, :w], target[0].float()]
+        return torch.cat([p.clamp(0, 1).cpu() for p in parts], dim=-1)
