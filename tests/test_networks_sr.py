@@ -245,7 +245,7 @@ def test_vgg_discriminator_rejects_other_sizes():
 def test_unet_discriminator_returns_a_logit_per_pixel():
     disc = UNetDiscriminatorSN(num_features=4)
     assert disc(torch.rand(2, 3, 64, 64)).shape == (2, 1, 64, 64)
-    assert disc(torch.rand(1, 1 + 2, 16, 40)).shape == (1, 1, 16, 40)
+    assert disc(torch.rand(1, 3, 16, 40)).shape == (1, 1, 16, 40)
     gray = UNetDiscriminatorSN(in_channels=1, num_features=4, skip_connection=False)
     assert gray(torch.rand(2, 1, 64, 64)).shape == (2, 1, 64, 64)
 

@@ -33,7 +33,7 @@ def _cubic(t: float) -> float:
 
 
 def _reflect(i: int, n: int) -> int:
-    """1-based index folded back into 1..n with the edge sample repeated (..., 2, 1 | 1, 2, ..., n | n, ...)."""
+    """1-based index folded into 1..n with the edge sample repeated (..., 2, 1 | 1, ..., n | n, ...)."""
     while i < 1 or i > n:
         i = 1 - i if i < 1 else 2 * n + 1 - i
     return i
@@ -56,7 +56,9 @@ def _reference_axis(image: np.ndarray, out_len: int, scale: float, antialias: bo
     return result
 
 
-def _reference_imresize(image: np.ndarray, out_hw: tuple[int, int], scale_hw: tuple[float, float]) -> np.ndarray:
+def _reference_imresize(
+    image: np.ndarray, out_hw: tuple[int, int], scale_hw: tuple[float, float]
+) -> np.ndarray:
     # MATLAB resizes along the dimension with the smaller scale first (rows on a tie).
     if scale_hw[0] <= scale_hw[1]:
         rows = _reference_axis(image, out_hw[0], scale_hw[0])

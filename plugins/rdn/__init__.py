@@ -17,4 +17,5 @@ def register_generators(register: Any) -> None:
         "restorekit_plugins.rdn.rdn:RDN",
         "RDN: residual dense blocks with global feature fusion, x2/x3/x4 (Zhang et al. 2018)",
         task="super_resolution",
+        tiny_args={"G0": 8, "D": 2, "C": 2, "G": 4, "scale": 3},
     )

@@ -17,6 +17,7 @@ def register_generators(register: Any) -> None:
         "restorekit_plugins.srgan.srresnet:SRResNet",
         "SRResNet: BN residual blocks + sub-pixel upsampling, x2/x4/x8 (Ledig et al. 2017)",
         task="super_resolution",
+        tiny_args={"num_features": 8, "num_blocks": 1, "scale": 2},
     )
 
 
@@ -26,4 +27,6 @@ def register_discriminators(register: Any) -> None:
         "srgan_discriminator",
         "restorekit_plugins.srgan.discriminator:SRGANDiscriminator",
         "SRGAN VGG-like discriminator: 8 conv blocks, adaptive pooling, dense 1024 -> 1 logit (Ledig et al. 2017)",
+        tiny_args={"num_features": 8, "num_blocks": 4, "dense_features": 16},
+        test_size=32,
     )

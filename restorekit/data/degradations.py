@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -147,20 +148,27 @@ def gaussian_noise(x: Tensor, sigma: Tensor | float, generator: torch.Generator 
     return out[0] if added else out
 
 
+_TORCHVISION_CODEC_DEPRECATION = "The image decoding and encoding capabilities of TorchVision are deprecated"
+
+
 def _jpeg_round_trip(images: list[Tensor], quality: int, device: torch.device) -> list[Tensor]:
     """Encode and decode ``uint8`` ``(C, H, W)`` images, on the GPU where torchvision supports it."""
     from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
     mode = ImageReadMode.RGB if images[0].shape[0] == 3 else ImageReadMode.GRAY
-    if device.type == "cuda":
-        try:
-            encoded = encode_jpeg(images, quality=quality)
-            return decode_jpeg(encoded, mode=mode, device=device)
-        except RuntimeError:
-            # torchvision built without nvJPEG: fall through to the CPU codec.
-            pass
-    encoded = encode_jpeg([image.cpu() for image in images], quality=quality)
-    return [image.to(device) for image in decode_jpeg(encoded, mode=mode)]
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its image codecs in favour of TorchCodec; one warning per training
+        # step would bury the log, and the functions still work.
+        warnings.filterwarnings("ignore", message=_TORCHVISION_CODEC_DEPRECATION, category=DeprecationWarning)
+        if device.type == "cuda":
+            try:
+                encoded = encode_jpeg(images, quality=quality)
+                return list(decode_jpeg(encoded, mode=mode, device=device))
+            except RuntimeError:
+                # torchvision built without nvJPEG: fall through to the CPU codec.
+                pass
+        encoded = encode_jpeg([image.cpu() for image in images], quality=quality)
+        return [image.to(device) for image in decode_jpeg(encoded, mode=mode)]
 
 
 def jpeg(x: Tensor, quality: Tensor | int) -> Tensor:
@@ -234,6 +242,9 @@ class _Step:
 
 def _suggest(word: str, choices: Sequence[str]) -> str:
     matches = difflib.get_close_matches(word, list(choices), n=1)
+    if not matches:
+        # Spelled-out forms ("probability" for "prob") are too long for difflib's ratio to catch.
+        matches = [choice for choice in choices if word.lower().startswith(choice) or choice.startswith(word)]
     return f"; did you mean {matches[0]!r}?" if matches else ""
 
 

@@ -202,10 +202,6 @@ def read_picture(path: str | os.PathLike[str], *, max_pixels: int | None = None)
         except _TiffForTifffile:
             return _read_tiff_with_tifffile(path, max_pixels)
         with im:
-            try:
-                im.load()
-            except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
-                raise ImageReadError(path, f"truncated or corrupt image ({exc})") from exc
             return _picture_from_pillow(path, im)
     except ImageReadError:
         raise
@@ -265,11 +261,10 @@ def _bomb_reason(width: int, height: int, limit: int) -> str:
 
 def _picture_from_pillow(path: Path, im: Image.Image) -> Picture:
     fmt = "JPEG" if im.format == "MPO" else (im.format or "")
-    icc = im.info.get("icc_profile") or None
-    exif_bytes, orientation = _exif_of(im)
     palette = im.mode in ("P", "PA")
     array, alpha, bit_depth, mode = None, None, 8, im.mode
 
+    # 16-bit colour goes to another decoder; Pillow then never decodes the pixels (it would truncate).
     sixteen = _sixteen_bit_colour(path, im)
     if sixteen is not None:
         decoded = _decode_sixteen_bit_colour(path, im, sixteen)
@@ -279,12 +274,22 @@ def _picture_from_pillow(path: Path, im: Image.Image) -> Picture:
             if array.shape[0] in (2, 4):
                 array, alpha = array[:-1], array[-1:]
     if array is None:
+        try:
+            im.load()  # decode everything now, so a truncated file fails here and not in a training step
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error) as exc:
+            raise ImageReadError(path, f"truncated or corrupt image ({exc})") from exc
         array, alpha, bit_depth = _decode_with_pillow(path, im)
+    # Metadata last: PNG may keep eXIf after the pixel data, where Pillow finds it only by decoding.
+    # Not worth a second decode of a 16-bit PNG: there, only an eXIf chunk before the pixels is used.
+    icc = im.info.get("icc_profile") or None
+    if bit_depth == 16 and fmt == "PNG" and "exif" not in im.info:
+        exif_bytes, orientation = None, 1
+    else:
+        exif_bytes, orientation = _exif_of(im)
 
-    scale = 65535.0 if bit_depth == 16 else 255.0
-    rgb = _orient(torch.from_numpy(np.ascontiguousarray(array)).float().div_(scale), orientation)
+    rgb = _orient(_to_unit_float(array, bit_depth), orientation)
     if alpha is not None:
-        alpha = _orient(torch.from_numpy(np.ascontiguousarray(alpha)).float().div_(scale), orientation)
+        alpha = _orient(_to_unit_float(alpha, bit_depth), orientation)
     return Picture(
         rgb=rgb.contiguous(),
         alpha=None if alpha is None else alpha.contiguous(),
@@ -295,6 +300,12 @@ def _picture_from_pillow(path: Path, im: Image.Image) -> Picture:
         exif=exif_bytes,
         palette=palette,
     )
+
+
+def _to_unit_float(samples: np.ndarray, bit_depth: int) -> torch.Tensor:
+    # float32 division is correctly rounded: every one of the 65536 levels maps to a distinct value.
+    # astype copies straight into float32 (Pillow's buffers are read-only; torch wants writable memory).
+    return torch.from_numpy(samples.astype(np.float32)).div_(65535.0 if bit_depth == 16 else 255.0)
 
 
 def _exif_of(im: Image.Image) -> tuple[bytes | None, int]:
@@ -406,13 +417,21 @@ def _sixteen_bit_colour(path: Path, im: Image.Image) -> str | None:
 def _decode_sixteen_bit_colour(path: Path, im: Image.Image, kind: str) -> tuple[np.ndarray, str] | None:
     """``(C, H, W)`` uint16 samples and their mode, or None (with a warning) to fall back to 8 bits."""
     if kind == "png":
-        from torchvision.io import ImageReadMode, decode_png
-
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-        try:
-            samples = decode_png(data, mode=ImageReadMode.UNCHANGED)
-        except RuntimeError as exc:
-            raise ImageReadError(path, f"truncated or corrupt image ({exc})") from exc
+        with warnings.catch_warnings():
+            # torchvision 0.29 marks its image codecs deprecated (in favour of TorchCodec); still the only
+            # installed libpng binding that keeps 16-bit colour.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            try:
+                from torchvision.io import ImageReadMode, decode_png
+            except ImportError:
+                reason = "torchvision.io.decode_png unavailable"
+                warnings.warn(f"{path}: 16-bit PNG read at 8 bits ({reason})", stacklevel=4)
+                return None
+            data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+            try:
+                samples = decode_png(data, mode=ImageReadMode.UNCHANGED)
+            except RuntimeError as exc:
+                raise ImageReadError(path, f"truncated or corrupt image ({exc})") from exc
         array = samples.numpy().astype(np.uint16, copy=False)
         return array, _MODE_BY_CHANNELS[array.shape[0]]
 
@@ -488,10 +507,9 @@ def _read_tiff_with_tifffile(path: Path, max_pixels: int | None) -> Picture:
     if array.shape[0] in (2, 4):
         array, alpha = array[:-1], array[-1:]
     bit_depth = 16 if array.dtype == np.uint16 else 8
-    scale = 65535.0 if bit_depth == 16 else 255.0
-    rgb = _orient(torch.from_numpy(np.ascontiguousarray(array)).float().div_(scale), orientation)
+    rgb = _orient(_to_unit_float(array, bit_depth), orientation)
     if alpha is not None:
-        alpha = _orient(torch.from_numpy(np.ascontiguousarray(alpha)).float().div_(scale), orientation).contiguous()
+        alpha = _orient(_to_unit_float(alpha, bit_depth), orientation).contiguous()
     return Picture(
         rgb=rgb.contiguous(),
         alpha=alpha,

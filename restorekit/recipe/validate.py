@@ -133,9 +133,22 @@ def check_components(recipe: Recipe, file: str) -> list[Problem]:
 
     if recipe.generator.init is not None:
         from restorekit.store import resolve_weights
+        from restorekit.weights import WeightsError, read_info
 
         try:
-            resolve_weights(recipe.generator.init)
-        except FileNotFoundError as exc:
+            path = resolve_weights(recipe.generator.init)
+            if path.suffix == ".safetensors":
+                held = read_info(path)
+                wanted = (recipe.generator.name, recipe.generator.args)
+                gen = get_plugins().registry("generators")
+                same = held.name == wanted[0] and wanted[0] in gen and (
+                    gen.get(wanted[0]).full_args(held.args) == gen.get(wanted[0]).full_args(wanted[1])
+                )
+                if not same and recipe.generator.init_strict:
+                    problems.append(
+                        Problem(file, "generator.init", f"{path} holds {held.name} {held.args}, "
+                                f"the recipe builds {wanted[0]} {wanted[1]}")
+                    )
+        except (FileNotFoundError, WeightsError) as exc:
             problems.append(Problem(file, "generator.init", str(exc)))
     return problems

@@ -1,0 +1,293 @@
+"""Read foreign checkpoints safely and turn them into restorekit weight files.
+
+Community checkpoints come as ``.pth`` / ``.pt`` / ``.ckpt`` pickles or as bare ``.safetensors``, in
+whatever key layout their training code used. This module is layout-agnostic:
+
+1. :func:`read_foreign_state` reads the tensors without ever running pickled code
+   (``torch.load(weights_only=True)``), and strips the usual wrappers (``params_ema``, ``params``,
+   ``state_dict``, a ``module.`` prefix ...);
+2. :func:`convert_checkpoint` asks the plugins (hook ``convert_state_dict``, first answer wins) which
+   network the keys describe, builds that network through the registry and loads the weights strictly;
+3. :func:`convert_file` writes the result as a restorekit ``.safetensors`` that rebuilds its network
+   from the file alone (see :mod:`restorekit.weights`).
+
+A plugin's ``convert_state_dict`` answers ``(generator_name, constructor_args, converted_state_dict)``
+or ``(generator_name, constructor_args, converted_state_dict, layout)``, where ``layout`` names the
+key layout it recognised (recorded in the file as ``source_layout``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from restorekit.weights import FORMAT, WeightInfo, WeightsError, load_state, save_weights
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+
+WRAPPER_KEYS = ("params_ema", "params-ema", "params", "state_dict", "model_state_dict", "model", "net", "generator")
+"""Keys under which training code nests the weights, most wanted first: Real-ESRGAN files hold both
+``params`` and ``params_ema``, and the EMA copy is the one its authors evaluate and release."""
+
+_MAX_WRAPPER_DEPTH = 4
+
+
+class ConvertError(Exception):
+    """A checkpoint cannot be read or converted; the one-line message names the file."""
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+def read_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a foreign checkpoint, with the usual wrappers removed.
+
+    ``.pth`` / ``.pt`` / ``.ckpt`` files are read only with ``torch.load(weights_only=True)``: a file
+    that needs anything beyond tensors and plain containers to unpickle is refused, never executed.
+    ``.safetensors`` files are read with safetensors (restorekit's own files are refused: there is
+    nothing to convert).
+
+    Args:
+        path: the checkpoint.
+
+    Returns:
+        Parameter name → tensor (on the CPU), after unwrapping ``params_ema`` (preferred over
+        ``params``), ``params``, ``state_dict``, ``model``, ``net`` or ``generator`` and stripping a
+        ``module.`` prefix shared by all keys. Non-tensor entries are dropped.
+
+    Raises:
+        ConvertError: missing, empty, unreadable or unsafe file, or one that holds no tensors.
+
+    Example:
+        >>> state = read_foreign_state("RealESRGAN_x4plus.pth")  # doctest: +SKIP
+        >>> state["conv_first.weight"].shape  # doctest: +SKIP
+        torch.Size([64, 3, 3, 3])
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConvertError(f"{path}: no such file")
+    if not path.is_file():
+        raise ConvertError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise ConvertError(f"{path}: empty file")
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        loaded: Any = _torch_load_safely(path)
+    elif suffix == SAFETENSORS_SUFFIX:
+        loaded = _read_safetensors(path)
+    else:
+        known = ", ".join((*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX))
+        raise ConvertError(f"{path}: unsupported checkpoint type '{path.suffix or '(none)'}'; expected {known}")
+    return _canonical_state(loaded, path)
+
+
+def _torch_load_safely(path: Path) -> Any:
+    try:
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols it did not write; irrelevant to a weights-only read.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise ConvertError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" (found {found.group(1)})" if found else ""
+        raise ConvertError(
+            f"{path}: contains pickled Python objects beyond tensors{what}; restorekit does not unpickle "
+            "untrusted files; re-save it as a plain state dict or safetensors in a trusted environment"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch reports damaged files as RuntimeError, EOFError, KeyError ...
+        raise ConvertError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            meta = handle.metadata() or {}
+            if meta.get("format") == FORMAT:
+                raise ConvertError(f"{path}: already a restorekit weight file; nothing to convert")
+            return {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConvertError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+
+
+def _canonical_state(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(loaded, Mapping):
+        raise ConvertError(f"{path}: holds a {type(loaded).__name__}, not a state dict")
+    state: Mapping[Any, Any] = loaded
+    for _ in range(_MAX_WRAPPER_DEPTH):
+        inner = next(
+            (state[key] for key in WRAPPER_KEYS if isinstance(state.get(key), Mapping) and _holds_tensors(state[key])),
+            None,
+        )
+        if inner is None:
+            break
+        state = inner
+    tensors = {key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
+    if not tensors:
+        keys = ", ".join(repr(k) for k in list(state)[:5]) or "none"
+        raise ConvertError(f"{path}: no tensors found (top-level keys: {keys})")
+    # DataParallel / DistributedDataParallel saves prefix every key; nested wrapping prefixes it twice.
+    while all(key.startswith("module.") for key in tensors):
+        tensors = {key[len("module.") :]: value for key, value in tensors.items()}
+    return tensors
+
+
+def _holds_tensors(mapping: Mapping[Any, Any], depth: int = _MAX_WRAPPER_DEPTH) -> bool:
+    if any(isinstance(value, torch.Tensor) for value in mapping.values()):
+        return True
+    return depth > 0 and any(
+        isinstance(mapping.get(key), Mapping) and _holds_tensors(mapping[key], depth - 1) for key in WRAPPER_KEYS
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- converting -------------------------------------------------------------------------------------
+
+
+def convert_checkpoint(path: str | Path) -> tuple[nn.Module, WeightInfo]:
+    """Read a foreign checkpoint and rebuild its network with restorekit's implementation.
+
+    Args:
+        path: a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.safetensors`` checkpoint.
+
+    Returns:
+        The network (eval mode, CPU) with the checkpoint's weights loaded strictly, and the
+        :class:`~restorekit.weights.WeightInfo` to save it with; ``extra`` records ``source_file``,
+        ``source_layout`` and ``source_sha256``.
+
+    Raises:
+        ConvertError: the file cannot be read safely, no plugin recognises its keys, or the weights
+            do not fit the network the plugin chose.
+
+    Example:
+        >>> net, info = convert_checkpoint("RRDB_ESRGAN_x4.pth")  # doctest: +SKIP
+        >>> info.name, info.scale, info.extra["source_layout"]  # doctest: +SKIP
+        ('rrdbnet', 4, 'esrgan-old')
+    """
+    from restorekit.plugins import get_plugins
+    from restorekit.registry import RegistryError
+
+    path = Path(path)
+    state = read_foreign_state(path)
+    plugins = get_plugins()
+    answer = plugins.convert_state_dict(state, str(path))
+    if answer is None:
+        converters = sorted({impl.plugin_name for impl in plugins.pm.hook.convert_state_dict.get_hookimpls()})
+        keys = ", ".join(list(state)[:4])
+        raise ConvertError(
+            f"{path}: no plugin recognises this checkpoint ({len(state)} tensors, keys such as {keys}); "
+            f"layouts are known to plugin(s): {', '.join(converters) or 'none'}"
+        )
+    name, args, converted, layout = _unpack_answer(answer, path)
+
+    generators = plugins.registry("generators")
+    try:
+        component = generators.get(name)
+        network = generators.build(name, **args)
+    except RegistryError as exc:
+        raise ConvertError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ConvertError(f"{path}: cannot build '{name}' with {args}: {exc}") from None
+    try:
+        load_state(network, converted, path)
+    except WeightsError as exc:
+        raise ConvertError(str(exc)) from None
+
+    info = WeightInfo(
+        name=name,
+        args=dict(args),
+        kind="generator",
+        plugin=component.plugin,
+        task=str(component.info.get("task", "")),
+        scale=int(getattr(network, "scale", 1)),
+        extra={"source_file": path.name, "source_layout": layout, "source_sha256": _sha256(path)},
+    )
+    return network.eval(), info
+
+
+def _unpack_answer(answer: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], str]:
+    if isinstance(answer, tuple) and len(answer) in (3, 4):
+        name, args, converted = answer[:3]
+        layout = answer[3] if len(answer) == 4 else ""
+        if isinstance(name, str) and isinstance(args, dict) and isinstance(converted, Mapping) and isinstance(
+            layout, str
+        ):
+            return name, args, dict(converted), layout
+    raise ConvertError(
+        f"{path}: a plugin answered convert_state_dict with {type(answer).__name__}, not "
+        "(generator_name, args, state_dict[, layout])"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_output(src: str | Path) -> Path:
+    """Where ``restore convert IN`` writes when OUT is not given.
+
+    ``x.pth`` → ``x.safetensors``; a foreign ``x.safetensors`` → ``x.restorekit.safetensors`` (never
+    the source itself).
+    """
+    src = Path(src)
+    if src.suffix.lower() == SAFETENSORS_SUFFIX:
+        return src.with_name(f"{src.stem}.restorekit{SAFETENSORS_SUFFIX}")
+    return src.with_suffix(SAFETENSORS_SUFFIX)
+
+
+def convert_file(src: str | Path, dst: str | Path | None = None, *, overwrite: bool = False) -> Path:
+    """Convert a foreign checkpoint into a restorekit ``.safetensors`` file (written atomically).
+
+    Args:
+        src: the foreign checkpoint.
+        dst: the output; by default :func:`default_output` of *src*. Must end in ``.safetensors``.
+        overwrite: replace an existing *dst*.
+
+    Returns:
+        The path written (:func:`restorekit.weights.read_info` shows what it says about itself).
+
+    Raises:
+        ConvertError: *dst* exists (without *overwrite*), is *src* itself or has the wrong suffix, or
+            *src* cannot be converted (see :func:`convert_checkpoint`). Nothing is written then.
+
+    Example:
+        >>> convert_file("RealESRGAN_x4plus.pth").name  # doctest: +SKIP
+        'RealESRGAN_x4plus.safetensors'
+    """
+    src = Path(src)
+    dst = default_output(src) if dst is None else Path(dst)
+    if dst.suffix.lower() != SAFETENSORS_SUFFIX:
+        raise ConvertError(f"{dst}: the output must be a .safetensors file")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise ConvertError(f"{dst}: the output would replace the checkpoint being converted")
+    if dst.is_dir():
+        raise ConvertError(f"{dst}: is a directory")
+    if dst.exists() and not overwrite:
+        raise ConvertError(f"{dst}: already exists (use --overwrite to replace it)")
+    network, info = convert_checkpoint(src)
+    save_weights(network, dst, info)
+    return dst
