@@ -126,13 +126,13 @@ def test_layouts_match_spandrel(tmp_path: Path, scale: int, layout: str, how: st
     assert info.scale == scale
     assert info.extra["source_layout"] == layout and info.extra["source_file"] == src.name
 
-    x = torch.rand(1, 3, 10, 14)
+    x = torch.rand(1, 3, 6, 9)  # odd width: the pixel-unshuffle padding is compared too
     reference, reference_scale = spandrel_output(foreign, x)
     with torch.no_grad():
         ours = converted(x)
         original = net(x)
     assert reference_scale == scale
-    assert ours.shape == (1, 3, 10 * scale, 14 * scale)
+    assert ours.shape == (1, 3, 6 * scale, 9 * scale)
     assert torch.allclose(ours, reference, atol=1e-5, rtol=0), (ours - reference).abs().max()
     assert torch.allclose(ours, original, atol=1e-6, rtol=0)
 
@@ -229,9 +229,8 @@ def test_pickled_objects_are_refused_and_never_run(tmp_path: Path) -> None:
     src = tmp_path / "evil.pth"
     torch.save({"params": {"w": torch.ones(1)}, "hook": Payload(marker)}, src)
     out = tmp_path / "evil.safetensors"
-    with pytest.raises(ConvertError, match="pickled Python objects beyond tensors") as info:
+    with pytest.raises(ConvertError, match=r"pickled Python objects beyond tensors \(found (posix|nt|os)\.mkdir\)"):
         convert_file(src, out)
-    assert str(src) in str(info.value) and "posix.mkdir" in str(info.value) or "os.mkdir" in str(info.value)
     assert not marker.exists()
     assert not out.exists()
 

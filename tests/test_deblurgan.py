@@ -172,7 +172,8 @@ def test_plugin_registers_lazily_and_builds():
     gen = plugins.registry("generators").get("deblurgan_resnet")
     assert isinstance(gen.target, str)  # nothing imported to list it
     assert gen.info["task"] == "deblurring"
-    assert gen.check_args({"num_blocks": 2, "num_featurs": 8}) == [("num_featurs", "unknown; did you mean num_features?")]
+    problems = gen.check_args({"num_blocks": 2, "num_featurs": 8})
+    assert problems == [("num_featurs", "unknown; did you mean num_features?")]
     net = plugins.registry("generators").build("deblurgan_resnet", num_features=8, num_blocks=1)
     assert isinstance(net, ResNetGenerator)
     disc = plugins.registry("discriminators").build("patchgan", num_features=8)

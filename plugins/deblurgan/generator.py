@@ -120,7 +120,8 @@ class ResNetGenerator(nn.Module):
     ) -> None:
         super().__init__()
         _check_norm(norm)
-        for arg, value in (("in_channels", in_channels), ("out_channels", out_channels), ("num_features", num_features)):
+        sizes = {"in_channels": in_channels, "out_channels": out_channels, "num_features": num_features}
+        for arg, value in sizes.items():
             if value < 1:
                 raise ValueError(f"{arg} must be positive; got {value}")
         if num_blocks < 0:

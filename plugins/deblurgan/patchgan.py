@@ -2,9 +2,10 @@
 
 A fully convolutional stack of 4x4 convolutions with LeakyReLU(0.2): a stride-2 first layer without
 normalisation, ``num_layers - 1`` more stride-2 layers that double the channels, one stride-1 layer
-(channels capped at 8x the first layer's) and a stride-1 convolution down to a single channel. Each output value scores one input patch;
-with ``num_layers=3`` the patches are 70x70 pixels (the "70x70 PatchGAN"), and a 256x256 input gives
-a 30x30 score map.
+(channels capped at 8x the first layer's) and a stride-1 convolution down to a single channel. Each
+output value scores one input patch; with ``num_layers=3`` the patches are 70x70 pixels (the "70x70
+PatchGAN"), and a 256x256 input gives a 30x30 score map (pix2pix's padding of 1; DeblurGAN's code pads
+by 2, which changes only the map size).
 
 DeblurGAN trains it as a WGAN-GP critic. The gradient penalty is computed per sample, so the critic
 must not mix samples: use ``norm="instance"`` (DeblurGAN's choice) or ``"none"``, not batch norm.

@@ -23,7 +23,7 @@ def convert(
     src: Path = typer.Argument(..., metavar="IN", help="Foreign checkpoint: .pth, .pt, .ckpt or .safetensors."),
     dst: Optional[Path] = typer.Argument(  # noqa: UP007 - typer needs Optional on 3.11
         None,
-        metavar="[OUT]",
+        metavar="OUT",
         help="restorekit .safetensors to write; default IN with the suffix .safetensors "
         "(IN.restorekit.safetensors when IN is a .safetensors).",
         show_default=False,

@@ -416,7 +416,7 @@ def load_kernels(path: str | Path) -> list[Tensor]:
 
     Example:
         >>> kernels = load_kernels("../shared/data/deblur/blur-kernels/Levin09.mat")  # doctest: +SKIP
-        >>> len(kernels), kernels[0].shape
+        >>> len(kernels), kernels[0].shape  # doctest: +SKIP
         (8, torch.Size([19, 19]))
     """
     from restorekit.data.folders import DataError, resolve_data_path

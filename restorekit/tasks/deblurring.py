@@ -46,15 +46,30 @@ from restorekit.tasks.base import Task
 
 LAYOUTS = ("auto", "gopro", "folders", "ab")
 
-__all__ = ["CameraShake", "Deblurring", "DeblurCrops", "DeblurImages", "find_blur_pairs", "find_sharp_images"]
+__all__ = [
+    "CameraShake",
+    "DeblurCrops",
+    "DeblurImages",
+    "Deblurring",
+    "ImagePair",
+    "find_blur_pairs",
+    "find_sharp_images",
+]
 
 
 # --- finding the files ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Pair:
-    """One training/validation image: a blurred/sharp pair, a side-by-side AB file, or a sharp image."""
+class ImagePair:
+    """One training/validation image: a blurred/sharp pair, a side-by-side AB file, or a sharp image.
+
+    Attributes:
+        name: unique name (``SEQUENCE_FRAME`` for GoPro), used for validation outputs.
+        sharp: the sharp image, or the side-by-side file.
+        blur: the blurred image; None for side-by-side files and synthetic blur.
+        side_by_side: *sharp* holds blurred (left) and sharp (right) halves.
+    """
 
     name: str
     sharp: Path
@@ -81,7 +96,7 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
 
 
-def _match_folders(blur_dir: Path, sharp_dir: Path, prefix: str = "") -> list[_Pair]:
+def _match_folders(blur_dir: Path, sharp_dir: Path, prefix: str = "") -> list[ImagePair]:
     """Pair the images of two folders by relative path and stem (``a/x.png`` with ``a/x.jpg``)."""
     blurred = _by_key(list_images(blur_dir), blur_dir)
     sharp = _by_key(list_images(sharp_dir), sharp_dir)
@@ -95,7 +110,7 @@ def _match_folders(blur_dir: Path, sharp_dir: Path, prefix: str = "") -> list[_P
             problems.append(f"{len(no_blur)} sharp image(s) without a blurred one in {blur_dir}: {_shown(no_blur)}")
         raise DataError(f"{blur_dir} and {sharp_dir} do not match by file name: " + "; ".join(problems))
     return [
-        _Pair(name=(prefix + key).replace("/", "_"), sharp=sharp[key], blur=blurred[key]) for key in sorted(sharp)
+        ImagePair(name=(prefix + key).replace("/", "_"), sharp=sharp[key], blur=blurred[key]) for key in sorted(sharp)
     ]
 
 
@@ -143,7 +158,7 @@ def find_blur_pairs(
     sharp: str | Path | None = None,
     layout: str = "auto",
     gopro_blur: str = "blur",
-) -> list[_Pair]:
+) -> list[ImagePair]:
     """Find blurred/sharp training or validation pairs in one of the supported layouts.
 
     Args:
@@ -169,7 +184,7 @@ def find_blur_pairs(
     assert root_path is not None
     if kind == "ab":
         return [
-            _Pair(name=_stem_key(p, root_path).replace("/", "_"), sharp=p, side_by_side=True)
+            ImagePair(name=_stem_key(p, root_path).replace("/", "_"), sharp=p, side_by_side=True)
             for p in list_images(root_path)
         ]
     sequences = _gopro_sequences(root_path, gopro_blur)
@@ -178,7 +193,7 @@ def find_blur_pairs(
     incomplete = [s.name for s in sequences if not ((s / "sharp").is_dir() and (s / gopro_blur).is_dir())]
     if incomplete:
         raise DataError(f"{root_path}: sequence(s) without both {gopro_blur}/ and sharp/: {_shown(incomplete)}")
-    pairs: list[_Pair] = []
+    pairs: list[ImagePair] = []
     for seq in sequences:
         prefix = "" if seq == root_path else f"{seq.name}/"
         pairs += _match_folders(seq / gopro_blur, seq / "sharp", prefix)
@@ -187,7 +202,7 @@ def find_blur_pairs(
 
 def find_sharp_images(
     *, root: str | Path | None = None, sharp: str | Path | None = None, gopro_blur: str = "blur"
-) -> list[_Pair]:
+) -> list[ImagePair]:
     """Sharp images for synthetic blur: *sharp* (any folder), or the ``sharp`` folders of a GoPro *root*
     (every image below *root* when it is not in the GoPro layout).
 
@@ -198,14 +213,14 @@ def find_sharp_images(
         raise DataError("synthetic blur needs sharp images: give sharp (a folder) or root, not both")
     if sharp is not None:
         folder = resolve_data_path(sharp)
-        return [_Pair(name=_stem_key(p, folder).replace("/", "_"), sharp=p) for p in list_images(folder)]
+        return [ImagePair(name=_stem_key(p, folder).replace("/", "_"), sharp=p) for p in list_images(folder)]
     assert root is not None
     folder = resolve_data_path(root)
     if not folder.exists():
         raise DataError(f"{folder}: no such folder")
     found = _gopro_sequences(folder, gopro_blur)
     if found is None:
-        return [_Pair(name=_stem_key(p, folder).replace("/", "_"), sharp=p) for p in list_images(folder)]
+        return [ImagePair(name=_stem_key(p, folder).replace("/", "_"), sharp=p) for p in list_images(folder)]
     sequences = [s for s in found if (s / "sharp").is_dir()]
     if not sequences:
         raise DataError(f"{folder}: GoPro-style sequences without sharp/ folders; synthetic blur needs sharp images")
@@ -213,7 +228,7 @@ def find_sharp_images(
     for seq in sequences:
         prefix = "" if seq == folder else f"{seq.name}_"
         pairs += [
-            _Pair(name=prefix + _stem_key(p, seq / "sharp").replace("/", "_"), sharp=p)
+            ImagePair(name=prefix + _stem_key(p, seq / "sharp").replace("/", "_"), sharp=p)
             for p in list_images(seq / "sharp")
         ]
     return pairs
@@ -272,7 +287,7 @@ def _parse_noise(noise: float | Sequence[float]) -> tuple[float, float]:
 class _PairLoader:
     """Decode a pair (blurred may be None), splitting side-by-side files; optional 8-bit cache."""
 
-    def __init__(self, pairs: list[_Pair], *, cache: bool, max_pixels: int | None):
+    def __init__(self, pairs: list[ImagePair], *, cache: bool, max_pixels: int | None):
         self.pairs, self.cache, self.max_pixels = pairs, cache, max_pixels
         self._cache: dict[int, tuple[Tensor | None, Tensor]] = {}
 
@@ -357,7 +372,7 @@ class DeblurCrops(Dataset):
 
     def __init__(
         self,
-        pairs: list[_Pair],
+        pairs: list[ImagePair],
         *,
         crop: int,
         flip: bool = True,
@@ -435,7 +450,9 @@ class DeblurImages(Dataset):
         max_pixels: Pillow decompression-bomb limit.
     """
 
-    def __init__(self, pairs: list[_Pair], *, shake: CameraShake | None = None, seed: int = 0, max_pixels: int | None = None):
+    def __init__(
+        self, pairs: list[ImagePair], *, shake: CameraShake | None = None, seed: int = 0, max_pixels: int | None = None
+    ):
         if not pairs:
             raise DataError("no validation images")
         self.pairs, self.shake, self.seed = pairs, shake, seed
@@ -620,7 +637,7 @@ class Deblurring(Task):
     @staticmethod
     def _find(
         *, root: str | None, blur: str | None, sharp: str | None, layout: str, gopro_blur: str, synthetic: bool
-    ) -> list[_Pair]:
+    ) -> list[ImagePair]:
         if synthetic:
             if blur is not None:
                 raise DataError("synthetic blur reads only sharp images; remove blur (or set synthetic = false)")
