@@ -69,6 +69,7 @@ def register_models(register: Any) -> None:
 def convert_state_dict(state_dict: dict[str, Any], path: str) -> Any:
     """Recognise a foreign checkpoint's state dict; first result wins.
 
-    Return ``(generator_name, constructor_args, converted_state_dict)`` if this plugin knows the
-    layout, else ``None``.
+    Return ``(generator_name, constructor_args, converted_state_dict)`` or ``(..., layout)`` where
+    ``layout`` names the recognised key layout (stored as ``source_layout``), else ``None``. May raise
+    :class:`restorekit.convert.ConvertError` for a recognised but unsupported variant.
     """

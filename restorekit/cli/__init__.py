@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from restorekit._version import __version__
-from restorekit.cli import components, models, recipes
+from restorekit.cli import components, convert, models, recipes
 
 app = typer.Typer(
     name="restore",
@@ -48,6 +48,7 @@ def _root(
 components.register(app)
 recipes.register(app)
 models.register(app)
+convert.register(app)
 
 
 def main() -> None:

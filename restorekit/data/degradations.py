@@ -164,8 +164,8 @@ def _jpeg_round_trip(images: list[Tensor], quality: int, device: torch.device) -
             try:
                 encoded = encode_jpeg(images, quality=quality)
                 return list(decode_jpeg(encoded, mode=mode, device=device))
-            except RuntimeError:
-                # torchvision built without nvJPEG: fall through to the CPU codec.
+            except (RuntimeError, ValueError, NotImplementedError):
+                # torchvision built without nvJPEG, or a mode nvJPEG lacks: fall through to the CPU codec.
                 pass
         encoded = encode_jpeg([image.cpu() for image in images], quality=quality)
         return [image.to(device) for image in decode_jpeg(encoded, mode=mode)]

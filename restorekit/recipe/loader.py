@@ -121,8 +121,16 @@ def read_recipe_tree(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any
     return data
 
 
+_UNSET = object()
+
+
 def _parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML (``3``, ``1e-4``, ``true``, ``[1, 2]``, ``"x"``), else a plain string."""
+    """A ``--set`` value as TOML (``3``, ``1e-4``, ``true``, ``[1, 2]``, ``"x"``), else a plain string.
+
+    ``null`` removes the key, so the field falls back to its default.
+    """
+    if text.strip() == "null":
+        return _UNSET
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -130,7 +138,7 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]:
-    """Apply ``key.path=value`` overrides in place; returns problems with malformed ones."""
+    """Apply ``key.path=value`` overrides in place (``key=null`` removes a key); returns problems."""
     problems = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -157,12 +165,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> list[Problem]
         else:
             last = parts[-1]
             if isinstance(node, list):
-                if last.isdigit() and int(last) < len(node):
+                if last.isdigit() and int(last) < len(node) and _parse_value(value) is not _UNSET:
                     node[int(last)] = _parse_value(value)
                 else:
                     problems.append(Problem("--set", key, f"'{last}' is not an index of the list"))
             else:
-                node[last] = _parse_value(value)
+                parsed = _parse_value(value)
+                if parsed is _UNSET:
+                    node.pop(last, None)
+                else:
+                    node[last] = parsed
     return problems
 
 

@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from restorekit.hookspecs import hookimpl
+from restorekit import hookimpl
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ def register_generators(register: Any) -> None:
         "restorekit_example.espcn:ESPCN",
         "ESPCN: tanh convs at low resolution + one sub-pixel layer, any integer scale (Shi et al. 2016)",
         task="super_resolution",
+        tiny_args={"features": 8, "scale": 3},  # what restorekit's contract tests build
     )
 
 
