@@ -22,6 +22,8 @@ EXAMPLE_SRC = REPO / "examples" / "restorekit-example-plugin" / "src"
 
 # Wide enough that rich never wraps a table cell, so rows can be read back line by line.
 COLUMNS = "400"
+# The caller's plugin selection must not leak into these runs.
+PLUGIN_FILTERS = ("RESTOREKIT_DISABLE_PLUGINS", "RESTOREKIT_ONLY_PLUGINS")
 
 
 def _fake_distribution(root: Path, name: str, version: str, entry_points: dict[str, str]) -> None:
@@ -50,9 +52,11 @@ class PluginEnv:
         (self.site / f"{module}.py").write_text(source, encoding="utf-8")
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("RESTOREKIT_DISABLE_PLUGINS", "RESTOREKIT_ONLY_PLUGINS")}
+        env = {k: v for k, v in os.environ.items() if k not in PLUGIN_FILTERS}
         paths = [str(self.site), str(EXAMPLE_SRC)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update(PYTHONPATH=os.pathsep.join(paths), RESTOREKIT_HOME=str(self.home), COLUMNS=COLUMNS)
+        # The workloads are tiny; one thread keeps torch from oversubscribing shared CPUs.
+        env["OMP_NUM_THREADS"] = "1"
         return env
 
     def restore(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -69,13 +73,13 @@ class PluginEnv:
         return proc
 
 
-def table_rows(output: str) -> dict[str, list[str]]:
-    """Rows of a rich table printed by ``restore``, keyed by their first cell."""
-    rows = {}
+def table_rows(output: str, *, key: int = 1) -> dict[str | tuple[str, ...], list[str]]:
+    """Rows of a rich table printed by ``restore``, keyed by their first cell (first *key* cells)."""
+    rows: dict[str | tuple[str, ...], list[str]] = {}
     for line in output.splitlines():
         if line.startswith("│"):
             cells = [c.strip() for c in line.strip().strip("│").split("│")]
-            rows.setdefault(cells[0], cells)
+            rows[cells[0] if key == 1 else tuple(cells[:key])] = cells
     return rows
 
 
@@ -117,13 +121,11 @@ def troubled(tmp_path_factory) -> PluginEnv:
 
 
 def test_list_shows_the_plugin_generator_and_recipe(example):
-    rows = table_rows(example.restore("list").stdout)
-    assert rows["espcn"][1:3] == ["generator", "example"], rows.get("espcn")
-    assert "Shi et al. 2016" in rows["espcn"][3]
-    # The recipe of the same name is listed under its own kind (the table keeps the first row per name).
-    recipes = table_rows(example.restore("list", "recipes").stdout)
-    assert recipes["espcn"][1:3] == ["recipe", "example"]
-    assert rows["srresnet"][2] == "srgan"  # the built-ins are all still there
+    rows = table_rows(example.restore("list").stdout, key=2)  # a name may be both a generator and a recipe
+    assert rows["espcn", "generator"][2] == "example"
+    assert "Shi et al. 2016" in rows["espcn", "generator"][3]
+    assert rows["espcn", "recipe"][2] == "example"
+    assert rows["srresnet", "generator"][2] == "srgan"  # the built-ins are all still there
 
 
 def test_plugins_shows_the_distribution_loaded(example):
@@ -186,8 +188,8 @@ def test_run_trains_like_a_builtin_and_the_file_rebuilds_the_network(example):
 
 def test_broken_plugin_is_reported_and_does_not_take_the_cli_down(troubled):
     listing = troubled.restore("list")  # exit 0 is asserted by restore()
-    rows = table_rows(listing.stdout)
-    assert rows["espcn"][2] == "example" and rows["srresnet"][2] == "srgan"
+    rows = table_rows(listing.stdout, key=2)
+    assert rows["espcn", "generator"][2] == "example" and rows["srresnet", "generator"][2] == "srgan"
     assert "plugin 'broken' is broken: ImportError: restorekit-broken-plugin needs libfrobnicate" in listing.stderr
 
     plugins = table_rows(troubled.restore("plugins").stdout)
@@ -215,10 +217,12 @@ def test_duplicate_name_names_both_plugins_and_leaves_the_registry_unchanged(tro
 def test_builtin_name_survives_a_plugin_loading_first(tmp_path):
     env = PluginEnv(tmp_path)
     _fake_distribution(env.site, "restorekit-aardvark-plugin", "1.0", {"aardvark": "restorekit_aardvark_plugin"})
-    env.add_module("restorekit_aardvark_plugin", TWIN_PLUGIN.replace("restorekit_twin_plugin", "restorekit_aardvark_plugin"))
+    env.add_module("restorekit_aardvark_plugin", TWIN_PLUGIN.replace("twin", "aardvark"))
     plugins = table_rows(env.restore("plugins").stdout)
     assert plugins["srgan"][3] == "loaded", plugins["srgan"]
-    assert plugins["aardvark"][4] == "duplicate generator 'srresnet': registered by plugin 'srgan' and by plugin 'aardvark'"
+    assert plugins["aardvark"][4] == (
+        "duplicate generator 'srresnet': registered by plugin 'srgan' and by plugin 'aardvark'"
+    )
 
 
 # --- the network itself ----------------------------------------------------------------------------

@@ -11,7 +11,9 @@ detail moves the result:
 - SSIM is Wang et al.'s: an 11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03, L = 255, evaluated
   only where the window fits inside the image (no padding), averaged over that map.
 
-Everything is computed in float64 on the inputs' device, a whole batch at a time.
+A 1-channel image is a grayscale one (R = G = B), so it scores the same as its RGB replication. Everything
+is computed in float64 on the inputs' device, vectorised over the batch (on the CPU, large images a few at a
+time, which keeps them in cache and is faster).
 """
 
 from __future__ import annotations

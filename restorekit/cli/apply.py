@@ -1,0 +1,416 @@
+"""``restore apply``: restore photographs with a trained model, keeping what the files carry.
+
+Inputs are files, folders (searched recursively for images) and glob patterns. Each output keeps the
+input's format, bit depth, grayscale, alpha channel, ICC profile and EXIF (through
+:func:`~restorekit.data.images.read_picture` / :func:`~restorekit.data.images.write_picture`, which also
+writes atomically). A bad file is reported on one line and the others are still restored.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
+
+if TYPE_CHECKING:
+    from restorekit.inference.model import RestorationModel
+
+#: ``--format`` values and the format each names.
+FORMAT_CHOICES: dict[str, str] = {
+    "png": "PNG",
+    "jpg": "JPEG",
+    "jpeg": "JPEG",
+    "webp": "WEBP",
+    "tiff": "TIFF",
+    "tif": "TIFF",
+}
+_SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``restore apply`` to *app*."""
+    app.command("apply")(apply)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to restore and where its result goes."""
+
+    source: Path
+    target: Path
+
+
+# --- shared with ``restore eval`` ------------------------------------------------------------------
+
+
+def check_inference_options(*, tile: int, overlap: int, batch: int, precision: str, device: str | None) -> None:
+    """Reject inconsistent tiling/precision/device options with a usage error (exit 2), before any work."""
+    if precision not in _PRECISIONS:
+        fail(f"--precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}", EXIT_USAGE)
+    if tile < 0 or overlap < 0 or batch < 1:
+        fail("--tile and --overlap must be non-negative and --batch at least 1", EXIT_USAGE)
+    if tile and tile <= 3 * overlap:
+        fail(
+            f"--tile {tile} must be larger than 3 × --overlap ({3 * overlap}): neighbouring tiles share "
+            "3 × overlap pixels; use a larger --tile, a smaller --overlap, or --tile 0 (whole image)",
+            EXIT_USAGE,
+        )
+    if device is not None:
+        import torch
+
+        try:
+            parsed = torch.device(device)
+        except (RuntimeError, ValueError):
+            fail(f"--device {device!r} is not a device (cpu, cuda, cuda:1, mps)", EXIT_USAGE)
+        if parsed.type == "cuda" and not torch.cuda.is_available():
+            fail(f"--device {device}: no CUDA device is available on this machine", EXIT_USAGE)
+        if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)", EXIT_USAGE)
+
+
+def load_model(
+    ref: str, *, device: str | None, precision: str, tile: int, overlap: int, batch: int
+) -> RestorationModel:
+    """Load ``--model`` (store name, ``.safetensors`` or convertible ``.pth``) with the CLI's tiling options.
+
+    A missing model ends in the store's one-line message (how to train or add it) through
+    :func:`~restorekit.cli.common.handle_errors`; a discriminator file is refused.
+    """
+    from restorekit.inference.model import RestorationModel
+
+    model = RestorationModel.load(
+        ref, device=device, precision=precision, tile=tile or None, overlap=overlap, batch_size=batch
+    )
+    if model.info.kind != "generator":
+        fail(
+            f"{ref}: holds a {model.info.kind} ('{model.name}'), not a generator; restoring needs the "
+            "generator's weights"
+        )
+    return model
+
+
+def model_label(ref: str) -> str:
+    """A short, file-name-safe name for ``--model``: the store name, or the weight file's stem."""
+    path = Path(ref).expanduser()
+    text = path.stem if path.is_file() else ref
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", text).strip("-.") or "restored"
+
+
+# --- finding the inputs ---------------------------------------------------------------------------
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from restorekit.data.folders import DataError, list_images
+
+    try:
+        return list_images(folder)
+    except DataError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@dataclass(frozen=True)
+class Found:
+    """An input image: where it is, the folder it was found in (None if not in a folder), named by the user."""
+
+    source: Path
+    base: Path | None
+    named: bool
+
+
+def expand_inputs(inputs: list[str]) -> list[Found]:
+    """Every image to restore, in the order given (each file once).
+
+    Folders are searched recursively for image files (other files are ignored); patterns the shell did not
+    expand (quoted, or on Windows) are expanded here, ``**`` included. A path that does not exist, a
+    pattern that matches nothing and a folder without images are usage errors (exit 2).
+    """
+    found: list[Found] = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found += [Found(p, path, False) for p in _images_in(path)]
+        elif path.exists():
+            # Named explicitly: tried whatever its extension, so a non-image gets a clear error.
+            found.append(Found(path, None, True))
+        elif _GLOB_CHARS.search(text):
+            files: list[Found] = []
+            for match in sorted(Path(m) for m in glob.glob(os.path.expanduser(text), recursive=True)):
+                if match.is_dir():
+                    files += [Found(p, match, False) for p in _images_in(match)]
+                elif _is_image_name(match):
+                    files.append(Found(match, None, False))
+            if not files:
+                fail(f"{text}: no images match this pattern", EXIT_USAGE)
+            found += files
+        else:
+            fail(f"{text}: no such file or folder", EXIT_USAGE)
+    # The same file reached twice (a folder and a pattern inside it) is restored once.
+    unique: dict[Path, Found] = {}
+    for item in found:
+        unique.setdefault(item.source.resolve(), item)
+    return list(unique.values())
+
+
+def _is_image_name(path: Path) -> bool:
+    from restorekit.data.images import IMAGE_EXTENSIONS
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def output_path(source: Path, base: Path | None, *, out_dir: Path | None, suffix: str, fmt: str | None) -> Path:
+    """Where the restored *source* is written.
+
+    Next to the input as ``STEM<suffix><ext>`` without ``-o``; with ``-o OUT``, under OUT (mirroring the
+    folder structure below *base* for images found in a folder). The extension is the input's, unless
+    ``--format`` asks for another format, or the input's extension names no writable format (then PNG).
+    """
+    from restorekit.data.images import FORMAT_BY_SUFFIX
+
+    own = FORMAT_BY_SUFFIX.get(source.suffix.lower())
+    if fmt is None:
+        ext = source.suffix if own is not None else ".png"
+    else:
+        ext = source.suffix if own == fmt else _SUFFIX_OF_FORMAT[fmt]
+    name = f"{source.stem}{suffix}{ext}"
+    if out_dir is None:
+        return source.with_name(name)
+    relative = source.parent.relative_to(base) if base is not None else Path()
+    return out_dir / relative / name
+
+
+def _prepare_output_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        fail(f"{out_dir}: exists and is not a folder; -o takes an output folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"{out_dir}: cannot create the output folder ({exc.strerror or exc})")
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        fail(f"{out_dir}: the output folder is not writable")
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+@handle_errors
+def apply(
+    inputs: list[str] = typer.Argument(
+        ..., metavar="INPUT...", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
+    ),
+    model_ref: str = typer.Option(
+        ..., "--model", "-m", help="Model-store name, restorekit .safetensors, or a convertible .pth.", show_default=False
+    ),
+    out_dir: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.11
+        None,
+        "--output",
+        "-o",
+        help="Output folder (created; folder inputs keep their sub-folders). Default: next to each input.",
+        show_default=False,
+    ),
+    suffix: Optional[str] = typer.Option(  # noqa: UP007
+        None,
+        "--suffix",
+        help="Added to output file names. Default: '_MODEL' (the model's name) next to the inputs, "
+        "nothing with -o.",
+        show_default=False,
+    ),
+    fmt: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--format", "-f", help="Output format png|jpg|webp|tiff. Default: the input's.", show_default=False
+    ),
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+    tile: int = typer.Option(512, "--tile", min=0, help="Tile side in input pixels; 0: whole image at once."),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="Context margin per tile side, in input pixels."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
+    device: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--device", help="cpu, cuda, cuda:1, ... Default: CUDA when available.", show_default=False
+    ),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (auto: half on CUDA)."),
+    outscale: Optional[float] = typer.Option(  # noqa: UP007
+        None,
+        "--outscale",
+        help="Final size relative to the input (e.g. 3.5 with a x4 model; MATLAB bicubic resize).",
+        show_default=False,
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (kept otherwise)."),
+    max_pixels: Optional[int] = typer.Option(  # noqa: UP007
+        None,
+        "--max-pixels",
+        min=1,
+        help="Largest image (width × height) to read; raises Pillow's decompression-bomb limit.",
+        show_default=False,
+    ),
+) -> None:
+    """Restore images with a trained model: super-resolve or deblur photos of any size.
+
+    Outputs keep the input's format, 16-bit depth, grayscale, transparency, ICC profile and EXIF. Without
+    -o they are written next to the inputs as NAME_MODEL.EXT (e.g. photo_srgan.jpg); files already ending
+    in that suffix are taken for earlier outputs and skipped when searching folders. Existing outputs are
+    kept unless --overwrite. A file that cannot be read or written is reported on one line and the others
+    are still restored; the exit code is 1 when some failed, 2 for usage errors.
+
+    Examples:
+
+      restore apply --model srgan photo.jpg
+
+      restore apply --model runs/esrgan/esrgan.safetensors photos/ -o restored/ --tile 256
+
+      restore apply --model deblurgan 'shots/*.png' --format webp --quality 90
+    """
+    fmt_name = None
+    if fmt is not None:
+        fmt_name = FORMAT_CHOICES.get(fmt.lower().lstrip("."))
+        if fmt_name is None:
+            fail(f"--format must be one of png, jpg, webp, tiff; got {fmt!r}", EXIT_USAGE)
+    if outscale is not None and not outscale > 0:
+        fail(f"--outscale must be positive, got {outscale}", EXIT_USAGE)
+    check_inference_options(tile=tile, overlap=overlap, batch=batch, precision=precision, device=device)
+
+    label = model_label(model_ref)
+    if suffix is None:
+        suffix = "" if out_dir is not None else f"_{label}"
+    if os.sep in suffix or (os.altsep and os.altsep in suffix):
+        fail(f"--suffix {suffix!r} must not contain a path separator", EXIT_USAGE)
+    found = expand_inputs(inputs)
+    if out_dir is None and suffix:
+        # Outputs of an earlier run sit beside the inputs; restoring them again would stack suffixes.
+        found = [f for f in found if f.named or not f.source.stem.endswith(suffix)]
+        if not found:
+            fail(f"every image found already ends in '{suffix}' (earlier outputs); nothing to restore", EXIT_USAGE)
+    if out_dir is not None:
+        out_dir = out_dir.expanduser()
+        _prepare_output_folder(out_dir)
+    jobs = [Job(f.source, output_path(f.source, f.base, out_dir=out_dir, suffix=suffix, fmt=fmt_name)) for f in found]
+
+    model = load_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+    _run_jobs(
+        model, jobs, outscale=outscale, fmt=fmt_name, quality=quality, overwrite=overwrite, max_pixels=max_pixels
+    )
+
+
+def _run_jobs(
+    model: RestorationModel,
+    jobs: list[Job],
+    *,
+    outscale: float | None,
+    fmt: str | None,
+    quality: int,
+    overwrite: bool,
+    max_pixels: int | None,
+) -> None:
+    from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    written = skipped = failed = 0
+    claimed: dict[Path, Path] = {}
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    with progress:
+        images_bar = progress.add_task("images", total=len(jobs))
+        tiles_bar = progress.add_task("tiles", total=None)
+
+        def on_tiles(done: int, total: int) -> None:
+            progress.update(tiles_bar, completed=done, total=total)
+
+        for job in jobs:
+            progress.update(images_bar, description=escape(job.source.name))
+            progress.reset(tiles_bar, total=None)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    status = _restore_one(
+                        model, job, claimed, outscale=outscale, fmt=fmt, quality=quality, overwrite=overwrite,
+                        max_pixels=max_pixels, progress=on_tiles,
+                    )  # fmt: skip
+                except _JobError as exc:
+                    status = "failed"
+                    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            for warning in caught:
+                err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
+            if status == "written":
+                written += 1
+                console.print(f"{escape(str(job.source))} → {escape(str(job.target))}", soft_wrap=True)
+            elif status == "skipped":
+                skipped += 1
+                err_console.print(
+                    f"[yellow]{escape(str(job.target))}: exists, skipped (use --overwrite)[/]", soft_wrap=True
+                )
+            else:
+                failed += 1
+            progress.advance(images_bar)
+
+    parts = [f"{written} image{'s' if written != 1 else ''} written"]
+    if skipped:
+        parts.append(f"{skipped} skipped")
+    if failed:
+        parts.append(f"{failed} failed")
+    err_console.print(", ".join(parts))
+    if failed:
+        fail(f"{failed} of {len(jobs)} image{'s' if len(jobs) != 1 else ''} failed")
+
+
+class _JobError(Exception):
+    """One image could not be restored; the message names the file."""
+
+
+def _restore_one(
+    model: RestorationModel,
+    job: Job,
+    claimed: dict[Path, Path],
+    *,
+    outscale: float | None,
+    fmt: str | None,
+    quality: int,
+    overwrite: bool,
+    max_pixels: int | None,
+    progress: Callable[[int, int], None],
+) -> str:
+    """Restore one image; returns ``"written"`` or ``"skipped"``, raises :class:`_JobError`."""
+    import torch
+
+    from restorekit.data.images import ImageReadError, ImageWriteError, read_picture, write_picture
+
+    source, target = job.source, job.target
+    key = target.resolve()
+    if key == source.resolve():
+        raise _JobError(f"{source}: the output would replace the input; give -o OUT or a --suffix")
+    if key in claimed:
+        raise _JobError(f"{source}: its output {target} is also the output of {claimed[key]}; rename one of them")
+    claimed[key] = source
+    if target.is_dir():
+        raise _JobError(f"{target}: is a folder, cannot write the output of {source} there")
+    if target.exists() and not overwrite:
+        return "skipped"
+    try:
+        picture = read_picture(source, max_pixels=max_pixels)
+        restored = model.restore_picture(picture, outscale=outscale, progress=progress)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageWriteError(target, f"cannot create its folder ({exc.strerror or exc})") from None
+        write_picture(restored, target, format=fmt, quality=quality)
+    except (ImageReadError, ImageWriteError) as exc:
+        raise _JobError(str(exc)) from None
+    except torch.OutOfMemoryError:
+        raise _JobError(f"{source}: out of device memory; use a smaller --tile or --batch") from None
+    except MemoryError:
+        raise _JobError(f"{source}: not enough memory; use a smaller --tile, or --outscale") from None
+    except (OSError, ValueError) as exc:
+        raise _JobError(f"{source}: {exc}") from None
+    return "written"

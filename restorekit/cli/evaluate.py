@@ -1,0 +1,159 @@
+"""``restore eval``: PSNR/SSIM of a model or a baseline on a benchmark, the way the papers measure it.
+
+The work is done by :mod:`restorekit.evaluation`; this module reads the options, loads the model with the
+same tiling options as ``restore apply`` and prints a table (or JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
+
+if TYPE_CHECKING:
+    from restorekit.evaluation import EvaluationResult
+
+_HEADERS = {
+    "psnr_y": "PSNR-Y (dB)",
+    "ssim_y": "SSIM-Y",
+    "psnr_rgb": "PSNR-RGB (dB)",
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+}
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``restore eval`` to *app*."""
+    app.command("eval")(evaluate)
+
+
+@handle_errors
+def evaluate(
+    model_ref: str = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        help="Model-store name, weight file, or a baseline: 'bicubic' (SR), 'identity'/'none' (deblurring).",
+        show_default=False,
+    ),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        "-d",
+        help="HR folder (or an EDSR root with HR/) for SR; sharp folder or GoPro root (blur/, sharp/) for deblurring.",
+        show_default=False,
+    ),
+    lr_dir: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.11
+        None,
+        "--lr-dir",
+        help="LR images matched by name (EDSR LR_bicubic/X4/NAMEx4.png understood). Default: MATLAB bicubic of HR.",
+        show_default=False,
+    ),
+    blur_dir: Optional[Path] = typer.Option(  # noqa: UP007
+        None, "--blur-dir", help="Blurred images matched to --data by file name (deblurring).", show_default=False
+    ),
+    scale: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--scale", min=1, help="Upscaling factor; needed for bicubic, checked against a model's.", show_default=False
+    ),
+    task: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--task", help="super_resolution or deblurring. Default: the model's task.", show_default=False
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (per image, mean, settings) instead of a table."),
+    tile: int = typer.Option(512, "--tile", min=0, help="Tile side in input pixels; 0: whole image at once."),
+    overlap: int = typer.Option(32, "--overlap", min=0, help="Context margin per tile side, in input pixels."),
+    batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
+    device: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--device", help="cpu, cuda, cuda:1, ... Default: CUDA when available.", show_default=False
+    ),
+    precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (auto: half on CUDA)."),
+    max_pixels: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--max-pixels", min=1, help="Raise Pillow's decompression-bomb limit.", show_default=False
+    ),
+) -> None:
+    """Measure PSNR/SSIM on a benchmark folder with the published protocol.
+
+    Super-resolution: HR cropped to a multiple of the scale; LR from --lr-dir or MATLAB bicubic of the HR;
+    output rounded to 8 bits; PSNR and SSIM on Y (BT.601) with SCALE border pixels shaved, plus RGB PSNR.
+    Deblurring: RGB PSNR and SSIM of the 8-bit output against the sharp image, no border shaved.
+
+    Examples:
+
+      restore eval --model bicubic --data ../shared/data/sr-bench/Set5/HR --scale 4
+
+      restore eval --model srgan --data Set14/HR --lr-dir Set14/LR_bicubic --json
+
+      restore eval --model identity --data ../shared/data/deblur/gopro-avg8
+    """
+    from restorekit.cli.apply import check_inference_options, load_model, model_label
+    from restorekit.evaluation import BASELINES, TASKS, EvaluationError
+    from restorekit.evaluation import evaluate as run_evaluation
+
+    if task is not None and task not in TASKS:
+        fail(f"--task must be one of {', '.join(TASKS)}, got {task!r}", EXIT_USAGE)
+    check_inference_options(tile=tile, overlap=overlap, batch=batch, precision=precision, device=device)
+    baseline = model_ref.strip().lower() in BASELINES and not Path(model_ref).expanduser().is_file()
+    if baseline:
+        model: object = model_ref.strip().lower()
+    else:
+        model = load_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err_console, transient=True,
+    )  # fmt: skip
+    with progress:
+        bar = progress.add_task("images", total=None)
+        try:
+            result = run_evaluation(
+                model,  # type: ignore[arg-type]
+                data,
+                task=task,
+                lr_dir=lr_dir,
+                blur_dir=blur_dir,
+                scale=scale,
+                max_pixels=max_pixels,
+                progress=lambda done, total: progress.update(bar, completed=done, total=total),
+            )
+        except EvaluationError as exc:
+            fail(str(exc), EXIT_USAGE)
+    if not baseline:
+        result.model = model_label(model_ref)
+    if as_json:
+        # print() of the JSON text, not rich: no markup, highlighting or wrapping may touch it.
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_table(result)
+
+
+def _print_table(result: EvaluationResult) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    if result.task == "super_resolution":
+        lr = "LR files" if result.settings.get("lr_source") == "files" else "LR by MATLAB bicubic"
+        title = f"{result.model} x{result.scale} on {result.data} ({lr}; Y with {result.scale}-pixel border)"
+    else:
+        title = f"{result.model} on {result.data} (deblurring; RGB, no border)"
+    table = Table(title=Text(title), title_justify="left")
+    table.add_column("image")
+    for key in result.metric_names:
+        table.add_column(_HEADERS.get(key, key), justify="right")
+    for image in result.images:
+        table.add_row(Text(image.name), *(_format(key, image.metrics[key]) for key in result.metric_names))
+    table.add_section()
+    mean = result.mean
+    table.add_row(
+        Text(f"mean ({len(result.images)})", style="bold"),
+        *(Text(_format(key, mean[key]), style="bold") for key in result.metric_names),
+    )
+    console.print(table)
+
+
+def _format(key: str, value: float) -> str:
+    return f"{value:.4f}" if key.startswith("ssim") else f"{value:.2f}"
