@@ -77,7 +77,12 @@ class Plugins:
         """Import every plugin of the ``restorekit`` entry-point group and collect its components."""
         disabled = _env_names("RESTOREKIT_DISABLE_PLUGINS")
         only = _env_names("RESTOREKIT_ONLY_PLUGINS")
-        eps = sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name != "core", e.name))
+        # The core first, then restorekit's own built-ins, then third-party plugins: a built-in name
+        # taken again by a third-party plugin is reported against that plugin, not the built-in.
+        eps = sorted(
+            metadata.entry_points(group=ENTRY_POINT_GROUP),
+            key=lambda e: (e.name != "core", (e.dist.name if e.dist else "") != "restorekit", e.name),
+        )
         for ep in eps:
             if ep.name in self.info:
                 continue  # the same distribution seen twice on sys.path

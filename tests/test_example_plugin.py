@@ -209,11 +209,6 @@ def test_duplicate_name_names_both_plugins_and_leaves_the_registry_unchanged(tro
     assert "twin_net" not in rows  # all of a failing plugin's registrations are dropped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restorekit/plugins.py loads entry points in name order after 'core', so a third-party plugin "
-    "whose name sorts before 'srgan' takes 'srresnet' and leaves the built-in srgan plugin broken",
-)
 def test_builtin_name_survives_a_plugin_loading_first(tmp_path):
     env = PluginEnv(tmp_path)
     _fake_distribution(env.site, "restorekit-aardvark-plugin", "1.0", {"aardvark": "restorekit_aardvark_plugin"})

@@ -50,6 +50,11 @@ recipes.register(app)
 models.register(app)
 convert.register(app)
 
+from restorekit.cli import apply as _apply_cmd, evaluate as _eval_cmd  # noqa: E402  TEMPORARY (apply/eval helper)
+
+_apply_cmd.register(app)  # TEMPORARY
+_eval_cmd.register(app)  # TEMPORARY
+
 
 def main() -> None:
     """Entry point of the ``restore`` script."""

@@ -206,7 +206,7 @@ def _prepare_output_folder(out_dir: Path) -> None:
 @handle_errors
 def apply(
     inputs: list[str] = typer.Argument(
-        ..., metavar="INPUT...", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
+        ..., metavar="INPUT", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
     ),
     model_ref: str = typer.Option(
         ..., "--model", "-m", help="Model-store name, restorekit .safetensors, or a convertible .pth.", show_default=False
@@ -253,11 +253,15 @@ def apply(
 ) -> None:
     """Restore images with a trained model: super-resolve or deblur photos of any size.
 
-    Outputs keep the input's format, 16-bit depth, grayscale, transparency, ICC profile and EXIF. Without
-    -o they are written next to the inputs as NAME_MODEL.EXT (e.g. photo_srgan.jpg); files already ending
-    in that suffix are taken for earlier outputs and skipped when searching folders. Existing outputs are
-    kept unless --overwrite. A file that cannot be read or written is reported on one line and the others
-    are still restored; the exit code is 1 when some failed, 2 for usage errors.
+    Outputs keep the input's format, 16-bit depth, grayscale, transparency, ICC profile and EXIF.
+
+    Without -o, outputs go next to the inputs as NAME_MODEL.EXT (photo.jpg → photo_srgan.jpg).
+
+    Images found in folders whose names already end in that suffix are earlier outputs: skipped.
+
+    Existing outputs are kept unless --overwrite; a bad file is reported and the others still restored.
+
+    Exit code: 0 all written or kept, 1 some images failed, 2 usage error.
 
     Examples:
 
@@ -320,6 +324,7 @@ def _run_jobs(
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # a log file gets the per-image lines, not bar redraws
     )
     with progress:
         images_bar = progress.add_task("images", total=len(jobs))
@@ -355,12 +360,8 @@ def _run_jobs(
                 failed += 1
             progress.advance(images_bar)
 
-    parts = [f"{written} image{'s' if written != 1 else ''} written"]
-    if skipped:
-        parts.append(f"{skipped} skipped")
-    if failed:
-        parts.append(f"{failed} failed")
-    err_console.print(", ".join(parts))
+    summary = f"{written} image{'s' if written != 1 else ''} written"
+    err_console.print(summary + (f", {skipped} kept (already there)" if skipped else ""), soft_wrap=True)
     if failed:
         fail(f"{failed} of {len(jobs)} image{'s' if len(jobs) != 1 else ''} failed")
 

@@ -76,8 +76,10 @@ def evaluate(
 ) -> None:
     """Measure PSNR/SSIM on a benchmark folder with the published protocol.
 
-    Super-resolution: HR cropped to a multiple of the scale; LR from --lr-dir or MATLAB bicubic of the HR;
-    output rounded to 8 bits; PSNR and SSIM on Y (BT.601) with SCALE border pixels shaved, plus RGB PSNR.
+    Super-resolution: HR cropped to a multiple of the scale, LR from --lr-dir or MATLAB bicubic of the HR.
+
+    The output is rounded to 8 bits; PSNR and SSIM on Y (BT.601), SCALE border pixels shaved, and RGB PSNR.
+
     Deblurring: RGB PSNR and SSIM of the 8-bit output against the sharp image, no border shaved.
 
     Examples:
@@ -105,7 +107,7 @@ def evaluate(
 
     progress = Progress(
         TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True,
+        console=err_console, transient=True, disable=not err_console.is_terminal,
     )  # fmt: skip
     with progress:
         bar = progress.add_task("images", total=None)

@@ -51,6 +51,10 @@ def check_readable(files: list[Path], *, skip_bad: bool) -> list[Path]:
     return good
 
 
+def _as_float(image: Tensor) -> Tensor:
+    return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
 class CropDataset(Dataset):
     """Random aligned crops of target images and, optionally, their paired source images.
 
@@ -92,8 +96,7 @@ class CropDataset(Dataset):
 
     def _load(self, index: int) -> tuple[Tensor, Tensor | None]:
         if index in self._cache:
-            tgt, src = self._cache[index]
-            return tgt.float() / 255, None if src is None else src.float() / 255
+            return self._cache[index]  # 8-bit; converted to float after cropping
         tgt = load_rgb(self.targets[index], max_pixels=self.max_pixels)
         src = None if self.sources is None else load_rgb(self.sources[index], max_pixels=self.max_pixels)
         if self.sources is not None and src is not None:
@@ -123,7 +126,10 @@ class CropDataset(Dataset):
         else:
             raise DataError("no readable image left in the dataset")
         generator = sample_generator(key)
+        if tgt.dtype == torch.uint8 and (tgt.shape[1] < self.crop or tgt.shape[2] < self.crop):
+            tgt, src = _as_float(tgt), None if src is None else _as_float(src)  # padding needs floats
         tgt, src = paired_random_crop(tgt, src, self.crop, self.scale, generator)
+        tgt, src = _as_float(tgt), None if src is None else _as_float(src)
         views = random_flip_rotate(
             [tgt] if src is None else [tgt, src], generator, hflip=self.flip, vflip=self.flip, rot90=self.rot90
         )

@@ -97,15 +97,9 @@ class SuperResolution(Task):
         """
         if crop % self.scale or crop < self.scale:
             raise DataError(f"data.train.crop: {crop} is not a positive multiple of the scale {self.scale}")
-        if lr is not None:
-            if not isinstance(hr, str) or not isinstance(lr, str):
-                raise DataError("data.train: paired lr/hr data takes one folder each")
-            pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
-            if include:
-                pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
-            targets, sources = [p[0] for p in pairs], [p[1] for p in pairs]
-        else:
-            targets, sources = check_readable(_files(hr, include=include), skip_bad=skip_bad), None
+        targets, sources = self._files(hr, lr, include, "data.train")
+        if sources is None:
+            targets = check_readable(targets, skip_bad=skip_bad)
         return CropDataset(
             targets, sources, crop=crop, scale=self.scale, flip=flip, rot90=rot90,
             cache=cache, skip_bad=skip_bad, max_pixels=max_pixels,
@@ -129,19 +123,24 @@ class SuperResolution(Task):
             limit: use only the first N images.
             max_pixels: raise Pillow's decompression-bomb limit.
         """
-        if lr is not None:
-            if not isinstance(hr, str):
-                raise DataError("data.val: paired lr/hr data takes one hr folder")
-            pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
-            if include:
-                pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
-            targets, sources = [p[0] for p in pairs], [p[1] for p in pairs]
-        else:
-            targets, sources = _files(hr, include=include), None
+        targets, sources = self._files(hr, lr, include, "data.val")
         if limit is not None:
             targets = targets[:limit]
             sources = None if sources is None else sources[:limit]
         return WholeImageDataset(targets, sources, scale=self.scale, max_pixels=max_pixels)
+
+    def _files(
+        self, hr: str | list[str], lr: str | list[str] | None, include: list[str] | None, key: str
+    ) -> tuple[list[Path], list[Path] | None]:
+        """HR files, and their LR files matched by name when *lr* is given."""
+        if lr is None:
+            return _files(hr, include=include), None
+        if not isinstance(hr, str) or not isinstance(lr, str):
+            raise DataError(f"{key}: paired lr/hr data takes one folder each")
+        pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
+        if include:
+            pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
 
     def downscale(self, hr: Tensor) -> Tensor:
         """MATLAB-bicubic LR of *hr*, rounded to 8 bits (HR sides must be multiples of the scale)."""

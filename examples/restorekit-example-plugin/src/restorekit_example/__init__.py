@@ -33,4 +33,6 @@ def register_generators(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     """Add the ``espcn`` recipe, shipped as package data, so ``restore run espcn`` finds it by name."""
     path = Path(str(resources.files("restorekit_example") / "recipes" / "espcn.toml"))
-    register("espcn", path, "x3 ESPCN on scikit-image's sample photographs, MSE loss; a minute on a CPU")
+    register(
+        "espcn", path, "x3 ESPCN on scikit-image's sample photographs, MSE loss; a few minutes on a CPU"
+    )
