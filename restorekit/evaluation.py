@@ -134,7 +134,7 @@ def _finite(value: float) -> float | None:
 # --- choosing what to evaluate -------------------------------------------------------------------
 
 
-def _resolve_model(model: RestorationModel | str) -> tuple[str, RestorationModel | None]:
+def _resolve_model(model: RestorationModel | str, name: str | None = None) -> tuple[str, RestorationModel | None]:
     """``(name, model)``; the model is None for a baseline name."""
     if isinstance(model, str):
         key = model.strip().lower()
@@ -142,8 +142,12 @@ def _resolve_model(model: RestorationModel | str) -> tuple[str, RestorationModel
             return key, None
         from restorekit.inference.model import RestorationModel
 
-        return model, RestorationModel.load(model)
-    return model.name, model
+        label, net = name or model, RestorationModel.load(model)
+    else:
+        label, net = name or model.name, model
+    if net.info.kind != "generator":
+        raise EvaluationError(f"'{label}' holds a {net.info.kind}, not a generator; evaluate the generator's weights")
+    return label, net
 
 
 def _task_of(name: str, model: RestorationModel | None, task: str | None) -> str:
@@ -181,6 +185,7 @@ def evaluate(
     scale: int | None = None,
     max_pixels: int | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a model or a baseline on a benchmark folder, with the task's published protocol.
 
@@ -197,6 +202,8 @@ def evaluate(
         scale: Needed for ``bicubic``; for a model, if given, it must be the model's scale.
         max_pixels: Raise the decompression-bomb limit for large images.
         progress: Called as ``progress(done_images, total_images)`` after every image.
+        name: What to call the model in the result and in messages; default: the name it was given by, or
+            its network's name.
 
     Returns:
         The per-image metrics and their mean.
@@ -212,7 +219,7 @@ def evaluate(
         >>> sorted(result.mean)  # doctest: +SKIP
         ['psnr', 'ssim']
     """
-    name, net = _resolve_model(model)
+    name, net = _resolve_model(model, name)
     chosen = _task_of(name, net, task)
     if chosen == "super_resolution":
         if blur_dir is not None:
@@ -278,6 +285,7 @@ def evaluate_super_resolution(
     scale: int | None = None,
     max_pixels: int | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> EvaluationResult:
     """PSNR-Y, SSIM-Y (``scale`` border pixels shaved) and PSNR-RGB of super-resolved HR images.
 
@@ -289,6 +297,7 @@ def evaluate_super_resolution(
         scale: Required for ``bicubic``; for a model, if given, it must match.
         max_pixels: Raise the decompression-bomb limit.
         progress: ``progress(done_images, total_images)`` after every image.
+        name: What to call the model in the result and in messages.
 
     Returns:
         The evaluation (metrics ``psnr_y``, ``ssim_y``, ``psnr_rgb``).
@@ -303,7 +312,7 @@ def evaluate_super_resolution(
         >>> len(r.images), round(r.mean["psnr_y"], 2)  # doctest: +SKIP
         (5, 28.43)
     """
-    name, net = _resolve_model(model)
+    name, net = _resolve_model(model, name)
     return _evaluate_sr(name, net, hr_dir, lr_dir=lr_dir, scale=scale, max_pixels=max_pixels, progress=progress)
 
 
@@ -325,8 +334,9 @@ def _evaluate_sr(
 
     s = _sr_scale(name, net, scale)
     hr_root = _hr_folder(Path(hr_dir).expanduser())
-    if lr_dir is not None:
-        pairs: list[tuple[Path, Path | None]] = list(find_pairs(hr_root, Path(lr_dir).expanduser(), scale=s))
+    lr_root = None if lr_dir is None else _lr_folder(Path(lr_dir).expanduser())
+    if lr_root is not None:
+        pairs: list[tuple[Path, Path | None]] = list(find_pairs(hr_root, lr_root, scale=s))
     else:
         pairs = [(path, None) for path in list_images(hr_root)]
 
@@ -365,12 +375,17 @@ def _evaluate_sr(
     settings: dict[str, Any] = {
         "protocol": f"Y (BT.601) PSNR/SSIM with {s} border pixels shaved, RGB PSNR; output rounded to 8 bits",
         "border": s,
-        "lr_source": "files" if lr_dir is not None else "matlab_bicubic",
-        "lr_dir": str(lr_folder(Path(lr_dir).expanduser(), s)) if lr_dir is not None else None,
+        "lr_source": "files" if lr_root is not None else "matlab_bicubic",
+        "lr_dir": str(lr_folder(lr_root, s)) if lr_root is not None else None,
     }
     if net is not None:
         settings.update(_model_settings(net))
     return EvaluationResult("super_resolution", name, s, str(hr_root), images, settings)
+
+
+def _lr_folder(path: Path) -> Path:
+    # An EDSR benchmark root given as the LR folder: its LR images are under LR_bicubic/.
+    return path / "LR_bicubic" if (path / "LR_bicubic").is_dir() else path
 
 
 def _image_name(path: Path, root: Path) -> str:
@@ -409,6 +424,7 @@ def evaluate_deblurring(
     blur_dir: str | Path | None = None,
     max_pixels: int | None = None,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> EvaluationResult:
     """RGB PSNR and SSIM of deblurred images against the sharp ones (8-bit output, no border).
 
@@ -420,6 +436,7 @@ def evaluate_deblurring(
         blur_dir: Folder of blurred images matched to the sharp ones by file name.
         max_pixels: Raise the decompression-bomb limit.
         progress: ``progress(done_images, total_images)`` after every image.
+        name: What to call the model in the result and in messages.
 
     Returns:
         The evaluation (metrics ``psnr``, ``ssim``).
@@ -434,7 +451,7 @@ def evaluate_deblurring(
         >>> sorted(r.mean)  # doctest: +SKIP
         ['psnr', 'ssim']
     """
-    name, net = _resolve_model(model)
+    name, net = _resolve_model(model, name)
     return _evaluate_deblur(name, net, data, blur_dir=blur_dir, max_pixels=max_pixels, progress=progress)
 
 

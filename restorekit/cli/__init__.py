@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from restorekit._version import __version__
-from restorekit.cli import components, convert, models, recipes
+from restorekit.cli import apply, components, convert, evaluate, models, recipes
 
 app = typer.Typer(
     name="restore",
@@ -49,11 +49,8 @@ components.register(app)
 recipes.register(app)
 models.register(app)
 convert.register(app)
-
-from restorekit.cli import apply as _apply_cmd, evaluate as _eval_cmd  # noqa: E402  TEMPORARY (apply/eval helper)
-
-_apply_cmd.register(app)  # TEMPORARY
-_eval_cmd.register(app)  # TEMPORARY
+apply.register(app)
+evaluate.register(app)
 
 
 def main() -> None:

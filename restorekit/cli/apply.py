@@ -79,7 +79,7 @@ def check_inference_options(*, tile: int, overlap: int, batch: int, precision: s
             fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)", EXIT_USAGE)
 
 
-def load_model(
+def load_cli_model(
     ref: str, *, device: str | None, precision: str, tile: int, overlap: int, batch: int
 ) -> RestorationModel:
     """Load ``--model`` (store name, ``.safetensors`` or convertible ``.pth``) with the CLI's tiling options.
@@ -209,7 +209,11 @@ def apply(
         ..., metavar="INPUT", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
     ),
     model_ref: str = typer.Option(
-        ..., "--model", "-m", help="Model-store name, restorekit .safetensors, or a convertible .pth.", show_default=False
+        ...,
+        "--model",
+        "-m",
+        help="Model-store name, restorekit .safetensors, or a convertible .pth.",
+        show_default=False,
     ),
     out_dir: Optional[Path] = typer.Option(  # noqa: UP007 - typer needs Optional on 3.11
         None,
@@ -286,17 +290,25 @@ def apply(
     if os.sep in suffix or (os.altsep and os.altsep in suffix):
         fail(f"--suffix {suffix!r} must not contain a path separator", EXIT_USAGE)
     found = expand_inputs(inputs)
-    if out_dir is None and suffix:
-        # Outputs of an earlier run sit beside the inputs; restoring them again would stack suffixes.
+    if suffix:
+        # Outputs of an earlier run may sit among the inputs; restoring them again would stack suffixes.
         found = [f for f in found if f.named or not f.source.stem.endswith(suffix)]
         if not found:
             fail(f"every image found already ends in '{suffix}' (earlier outputs); nothing to restore", EXIT_USAGE)
     if out_dir is not None:
         out_dir = out_dir.expanduser()
+        # An output folder inside an input folder holds results of earlier runs, not inputs.
+        target = out_dir.resolve()
+        found = [
+            f for f in found
+            if f.base is None or f.base.resolve() == target or not f.source.resolve().is_relative_to(target)
+        ]  # fmt: skip
+        if not found:
+            fail(f"every image found is inside the output folder {out_dir}; nothing to restore", EXIT_USAGE)
         _prepare_output_folder(out_dir)
     jobs = [Job(f.source, output_path(f.source, f.base, out_dir=out_dir, suffix=suffix, fmt=fmt_name)) for f in found]
 
-    model = load_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+    model = load_cli_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
     _run_jobs(
         model, jobs, outscale=outscale, fmt=fmt_name, quality=quality, overwrite=overwrite, max_pixels=max_pixels
     )
@@ -361,7 +373,7 @@ def _run_jobs(
             progress.advance(images_bar)
 
     summary = f"{written} image{'s' if written != 1 else ''} written"
-    err_console.print(summary + (f", {skipped} kept (already there)" if skipped else ""), soft_wrap=True)
+    err_console.print(summary + (f", {skipped} skipped (already there)" if skipped else ""), soft_wrap=True)
     if failed:
         fail(f"{failed} of {len(jobs)} image{'s' if len(jobs) != 1 else ''} failed")
 
@@ -412,6 +424,8 @@ def _restore_one(
         raise _JobError(f"{source}: out of device memory; use a smaller --tile or --batch") from None
     except MemoryError:
         raise _JobError(f"{source}: not enough memory; use a smaller --tile, or --outscale") from None
-    except (OSError, ValueError) as exc:
-        raise _JobError(f"{source}: {exc}") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        # E.g. a network that cannot take this image (channels); the first line of torch's message says why.
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _JobError(f"{source}: {reason}") from None
     return "written"

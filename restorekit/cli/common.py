@@ -21,7 +21,7 @@ EXIT_USAGE = 2  # invalid recipe or arguments, as click uses for usage errors
 
 def fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
     """Print one error line (markup-safe) and exit with *code*."""
-    err_console.print(f"[bold red]error:[/] {_escape(message)}")
+    err_console.print(f"[bold red]error:[/] {_escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -65,7 +65,7 @@ def handle_errors(func: F) -> F:
             recipe_mod = sys.modules.get("restorekit.recipe.loader")
             if recipe_mod is not None and isinstance(exc, recipe_mod.RecipeError):
                 for problem in exc.problems:
-                    err_console.print(f"[bold red]error:[/] {_escape(str(problem))}")
+                    err_console.print(f"[bold red]error:[/] {_escape(str(problem))}", soft_wrap=True)
                 count = len(exc.problems)
                 err_console.print(f"{count} problem{'s' if count != 1 else ''} found; nothing was run")
                 raise typer.Exit(EXIT_USAGE) from None

@@ -7,6 +7,7 @@ same tiling options as ``restore apply`` and prints a table (or JSON).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -16,6 +17,7 @@ from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle
 
 if TYPE_CHECKING:
     from restorekit.evaluation import EvaluationResult
+    from restorekit.inference.model import RestorationModel
 
 _HEADERS = {
     "psnr_y": "PSNR-Y (dB)",
@@ -57,7 +59,11 @@ def evaluate(
         None, "--blur-dir", help="Blurred images matched to --data by file name (deblurring).", show_default=False
     ),
     scale: Optional[int] = typer.Option(  # noqa: UP007
-        None, "--scale", min=1, help="Upscaling factor; needed for bicubic, checked against a model's.", show_default=False
+        None,
+        "--scale",
+        min=1,
+        help="Upscaling factor; needed for bicubic, checked against a model's.",
+        show_default=False,
     ),
     task: Optional[str] = typer.Option(  # noqa: UP007
         None, "--task", help="super_resolution or deblurring. Default: the model's task.", show_default=False
@@ -90,7 +96,7 @@ def evaluate(
 
       restore eval --model identity --data ../shared/data/deblur/gopro-avg8
     """
-    from restorekit.cli.apply import check_inference_options, load_model, model_label
+    from restorekit.cli.apply import check_inference_options, load_cli_model, model_label
     from restorekit.evaluation import BASELINES, TASKS, EvaluationError
     from restorekit.evaluation import evaluate as run_evaluation
 
@@ -98,22 +104,25 @@ def evaluate(
         fail(f"--task must be one of {', '.join(TASKS)}, got {task!r}", EXIT_USAGE)
     check_inference_options(tile=tile, overlap=overlap, batch=batch, precision=precision, device=device)
     baseline = model_ref.strip().lower() in BASELINES and not Path(model_ref).expanduser().is_file()
+    model: RestorationModel | str
     if baseline:
-        model: object = model_ref.strip().lower()
+        model = model_ref.strip().lower()
     else:
-        model = load_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+        model = load_cli_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
 
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     progress = Progress(
         TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=err_console, transient=True, disable=not err_console.is_terminal,
     )  # fmt: skip
-    with progress:
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         bar = progress.add_task("images", total=None)
         try:
             result = run_evaluation(
-                model,  # type: ignore[arg-type]
+                model,
                 data,
                 task=task,
                 lr_dir=lr_dir,
@@ -121,13 +130,14 @@ def evaluate(
                 scale=scale,
                 max_pixels=max_pixels,
                 progress=lambda done, total: progress.update(bar, completed=done, total=total),
+                name=None if baseline else model_label(model_ref),
             )
         except EvaluationError as exc:
             fail(str(exc), EXIT_USAGE)
-    if not baseline:
-        result.model = model_label(model_ref)
+    for warning in caught:  # e.g. half precision falling back to fp32: one line each, not a stack excerpt
+        err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
     if as_json:
-        # print() of the JSON text, not rich: no markup, highlighting or wrapping may touch it.
+        # Plain echo, not rich: no markup, highlighting or line wrapping may touch the JSON.
         typer.echo(json.dumps(result.to_dict(), indent=2))
     else:
         _print_table(result)
@@ -142,7 +152,8 @@ def _print_table(result: EvaluationResult) -> None:
         title = f"{result.model} x{result.scale} on {result.data} ({lr}; Y with {result.scale}-pixel border)"
     else:
         title = f"{result.model} on {result.data} (deblurring; RGB, no border)"
-    table = Table(title=Text(title), title_justify="left")
+    console.print(Text(title), soft_wrap=True)
+    table = Table()
     table.add_column("image")
     for key in result.metric_names:
         table.add_column(_HEADERS.get(key, key), justify="right")

@@ -1,21 +1,37 @@
-"""Distributed training through ``torch.distributed``, configured from what ``torchrun`` sets.
+"""Distributed training through ``torch.distributed``, configured from what ``torchrun`` sets, and the
+stop requests (Ctrl-C, SIGTERM) that every process must agree on.
 
 ``torchrun --nproc-per-node 4 -m restorekit.cli run recipes/esrgan.toml`` starts four processes with
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE`` in their environment; a plain ``restore run`` sees none of
-them and trains in one process.
+them and trains in one process. Each process then uses ``cuda:LOCAL_RANK`` with the NCCL backend, or the
+CPU with Gloo when there is no GPU.
+
+Example:
+    >>> env = dist_env()  # one process unless torchrun started us
+    >>> env.world_size, env.is_main
+    (1, True)
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import dataclass
+from types import FrameType
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @dataclass(frozen=True)
 class DistEnv:
+    """This process's place in the run: rank, rank on this machine, number of processes."""
+
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
@@ -38,7 +54,11 @@ def dist_env() -> DistEnv:
 
 
 def pick_device(requested: str, env: DistEnv) -> torch.device:
-    """``auto`` → this process's GPU when there is one, else the CPU."""
+    """``auto`` → this process's GPU (``cuda:LOCAL_RANK``) when there is one, else the CPU.
+
+    Raises:
+        RuntimeError: ``train.device`` asks for CUDA and there is none.
+    """
     if requested == "auto":
         requested = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(requested)
@@ -59,19 +79,82 @@ def init_distributed(env: DistEnv, device: torch.device) -> None:
 
 
 def shutdown_distributed() -> None:
+    """Leave the process group (safe to call when none was joined)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def barrier(env: DistEnv) -> None:
+    """Wait for every process (nothing to wait for in a one-process run)."""
     if env.enabled and dist.is_initialized():
         dist.barrier()
 
 
-def broadcast_flag(env: DistEnv, value: bool, device: torch.device) -> bool:
-    """Rank 0's *value* on every rank (for decisions only rank 0 can make, like stopping)."""
-    if not env.enabled:
-        return value
-    flag = torch.tensor([1 if value else 0], device=device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+def sync_step(env: DistEnv, logs: dict[str, Tensor], stop: bool, device: torch.device) -> tuple[dict[str, float], bool]:
+    """The step's loss values averaged over the processes, and whether any process asked to stop.
+
+    Every process calls this once per step, so all of them see the same numbers and take the same
+    decisions: stop on a NaN, or on Ctrl-C, at the same step (a process that left the loop alone would
+    leave the others waiting in a collective forever).
+
+    Args:
+        env: the processes of the run.
+        logs: this process's loss values (scalar tensors), in the same order on every process.
+        stop: this process was asked to stop.
+        device: where the collective runs (the GPU under NCCL).
+
+    Returns:
+        The averaged values as floats, and the combined stop request.
+    """
+    keys = list(logs)
+    values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float64).to(device).reshape(()) for k in keys]
+                         + [torch.tensor(float(stop), dtype=torch.float64, device=device)])  # fmt: skip
+    if env.enabled:
+        dist.all_reduce(values)
+        values[:-1] /= env.world_size
+    flat = values.tolist()
+    return dict(zip(keys, flat[:-1])), flat[-1] > 0
+
+
+class StopRequest:
+    """Turn the first Ctrl-C or SIGTERM into a request to stop after the current step.
+
+    Stopping between steps keeps the checkpoint written on the way out consistent (a step is never
+    half applied), and lets all processes of a distributed run stop at the same step. A second signal
+    raises :class:`KeyboardInterrupt` at once, for a run that cannot reach the end of its step.
+    Outside the main thread signals cannot be caught, and the request never comes.
+
+    Example:
+        >>> with StopRequest() as stop:
+        ...     stop.requested
+        False
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+def ignore_interrupt(worker_id: int) -> None:
+    """``worker_init_fn`` for data-loader workers: let Ctrl-C reach only the training process.
+
+    A terminal sends Ctrl-C to every process of its group; a worker would die of it, and the training
+    process could not finish the step it stops after.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

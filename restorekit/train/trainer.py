@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,14 @@ from restorekit.recipe.schema import OptimizerSpec, Recipe, ScheduleSpec
 from restorekit.train import checkpoint as ckpt
 from restorekit.train.distributed import (
     DistEnv,
+    StopRequest,
     barrier,
-    broadcast_flag,
     dist_env,
+    ignore_interrupt,
     init_distributed,
     pick_device,
     shutdown_distributed,
+    sync_step,
 )
 from restorekit.train.errors import TrainingError
 from restorekit.train.optim import Schedule, build_optimizer
@@ -207,6 +208,7 @@ class Trainer:
             pin_memory=settings.pin_memory and self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=settings.prefetch_factor if workers > 0 else None,
+            worker_init_fn=ignore_interrupt,
         )
 
     def _say(self, message: str) -> None:
@@ -432,6 +434,8 @@ class Trainer:
             )
         if self.main:
             (self.run_dir / "previews").mkdir(parents=True, exist_ok=True)
+            for folder in (self.ckpt_dir, self.run_dir, self.run_dir / "previews"):
+                ckpt.remove_temporaries(folder)  # left by a killed run; only rank 0 writes here
             from restorekit.fileio import atomic_write_text
 
             atomic_write_text(self.run_dir / "recipe.toml", recipe_to_toml(self.recipe))
@@ -442,78 +446,65 @@ class Trainer:
         log = MetricsLog(self.run_dir, tensorboard=r.output.tensorboard) if self.main else None
         loader = self._loader(start_batch=self.step * t.accumulate)
         batches = iter(loader)
-        interrupted = False
-        previous_handler = signal.getsignal(signal.SIGTERM)
-
-        def on_sigterm(signum: int, frame: Any) -> None:
-            raise KeyboardInterrupt
-
-        if self.main:
-            with contextlib.suppress(ValueError):  # not in the main thread
-                signal.signal(signal.SIGTERM, on_sigterm)
+        stop = False
         self.generator.train()
         if self.discriminator is not None:
             self.discriminator.train()
         if self.step == 0 and log is not None:
             self.validate(log)
         timer, timer_step, pixels = time.perf_counter(), self.step, 0
-        try:
-            with TrainProgress(t.steps, self.step, enabled=not self.quiet) as bar:
-                while self.step < t.steps:
-                    micro = []
-                    for _ in range(t.accumulate):
-                        lr, hr = self.task.make_batch(next(batches), self.device, training=True)
-                        micro.append(
-                            (lr.contiguous(memory_format=self.memory_format),
-                             hr.contiguous(memory_format=self.memory_format))
-                        )  # fmt: skip
-                        pixels += hr.shape[0] * hr.shape[-1] * hr.shape[-2]
-                    logs = self.train_step(micro)
-                    self.step += 1
-                    values = {k: float(v) for k, v in logs.items()}
-                    bad = [k for k, v in values.items() if not math.isfinite(v)]
-                    if bad:
-                        last = ckpt.list_checkpoints(self.ckpt_dir)
-                        kept = f"the last good checkpoint is {last[0][1]}" if last else "no checkpoint was written"
-                        raise TrainingError(
-                            f"step {self.step}: {', '.join(bad)} became {values[bad[0]]}; training stopped ({kept})"
-                        )
-                    if self.step % r.output.log_every == 0 or self.step == t.steps:
-                        elapsed = time.perf_counter() - timer
-                        rate = (self.step - timer_step) / max(elapsed, 1e-9)
-                        throughput = {
-                            "it_s": rate,
-                            "hr_mpix_s": pixels * self.env.world_size / max(elapsed, 1e-9) / 1e6,
-                            "lr_g": self.opt_g.param_groups[0]["lr"],
-                        }
-                        if log is not None:
-                            log.write("train", self.step, {**values, **throughput})
-                        bar.update(self.step, losses={k: v for k, v in values.items() if k.endswith("total")}, rate=rate)
-                        timer, timer_step, pixels = time.perf_counter(), self.step, 0
-                    else:
-                        bar.update(self.step)
-                    if self.step % r.output.val_every == 0 and self.step != t.steps:
-                        val = self.validate(log)
-                        if val:
-                            bar.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
-                    if self.step % r.output.checkpoint_every == 0:
-                        self.save_checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if self.main:
-                with contextlib.suppress(ValueError):
-                    signal.signal(signal.SIGTERM, previous_handler)
-        interrupted = broadcast_flag(self.env, interrupted, self.device) if not interrupted else True
-        if interrupted:
-            path = self.save_checkpoint()
+        # Ctrl-C and SIGTERM only ask to stop: the step in flight completes, so the checkpoint written
+        # on the way out is consistent, and sync_step makes every process stop at the same step.
+        with StopRequest() as signals, TrainProgress(t.steps, self.step, enabled=not self.quiet) as bar:
+            while self.step < t.steps and not stop:
+                micro = []
+                for _ in range(t.accumulate):
+                    lr, hr = self.task.make_batch(next(batches), self.device, training=True)
+                    micro.append(
+                        (lr.contiguous(memory_format=self.memory_format),
+                         hr.contiguous(memory_format=self.memory_format))
+                    )  # fmt: skip
+                    pixels += hr.shape[0] * hr.shape[-1] * hr.shape[-2]
+                logs = self.train_step(micro)
+                self.step += 1
+                values, stop = sync_step(self.env, logs, signals.requested, self.device)
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
+                    last = ckpt.list_checkpoints(self.ckpt_dir)
+                    kept = f"the last good checkpoint is {last[0][1]}" if last else "no checkpoint was written"
+                    raise TrainingError(
+                        f"step {self.step}: {', '.join(bad)} became {values[bad[0]]}; training stopped ({kept})"
+                    )
+                if self.step % r.output.log_every == 0 or self.step == t.steps:
+                    elapsed = time.perf_counter() - timer
+                    rate = (self.step - timer_step) / max(elapsed, 1e-9)
+                    throughput = {
+                        "it_s": rate,
+                        "hr_mpix_s": pixels * self.env.world_size / max(elapsed, 1e-9) / 1e6,
+                        "lr_g": self.opt_g.param_groups[0]["lr"],
+                    }
+                    if log is not None:
+                        log.write("train", self.step, {**values, **throughput})
+                    bar.update(self.step, losses={k: v for k, v in values.items() if k.endswith("total")}, rate=rate)
+                    timer, timer_step, pixels = time.perf_counter(), self.step, 0
+                else:
+                    bar.update(self.step)
+                if self.step % r.output.val_every == 0 and self.step != t.steps:
+                    val = self.validate(log)
+                    if val:
+                        bar.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                if self.step % r.output.checkpoint_every == 0:
+                    self.save_checkpoint()
+        if self.step < t.steps:  # stopped on request
+            self.save_checkpoint()
+            barrier(self.env)  # every process reports the checkpoint once it exists
             if log is not None:
                 log.close()
             raise TrainingError(
-                f"interrupted at step {self.step}; checkpoint written to {path}; continue with --resume"
+                f"interrupted at step {self.step}; checkpoint written to "
+                f"{ckpt.checkpoint_path(self.ckpt_dir, self.step)}; continue with --resume"
             )
-        result = self._finish(log)
-        return result
+        return self._finish(log)
 
     def _finish(self, log: MetricsLog | None) -> TrainResult:
         r = self.recipe
