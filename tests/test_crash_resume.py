@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from restorekit.recipe import load_recipe
 from restorekit.train import checkpoint as ckpt
@@ -91,12 +92,13 @@ class Launch:
         assert time.monotonic() < deadline, "the training process did not progress"
         return False
 
-    def progressed(self) -> bool:
-        return train_steps_logged(self.run) > self.logged_before
+    def progressed(self, steps: int = 1) -> bool:
+        return train_steps_logged(self.run) >= self.logged_before + steps
 
-    def steps_per_second(self) -> float:
+    def step_time(self) -> float:
+        """Seconds between the last two logged steps (the first step after a start is slower)."""
         records = [r for r in read_metrics(self.run / "metrics.jsonl") if r["kind"] == "train"]
-        return records[-1]["it_s"]
+        return max(records[-1]["time"] - records[-2]["time"], 0.001)
 
     def stop(self, sig: int) -> int:
         if self.proc.poll() is None:
@@ -117,8 +119,13 @@ def test_killed_and_interrupted_runs_resume_to_identical_weights(tiny_recipe, tm
     rng.shuffle(plan)
     history: list[str] = []
 
-    def final_save_started() -> bool:
-        return any(not p.name.startswith(".recipe.toml.") for p in temporaries(run)) or bool(temporaries(store))
+    def final_save_started() -> bool:  # the weights (or preview images) of the finished run
+        return any(not p.name.startswith(".recipe.toml.") for p in temporaries(run))
+
+    def store_copy_started() -> bool:  # a stale one is never removed: look for a new one
+        return len(temporaries(store)) > stale_in_store
+
+    stale_in_store = 0
 
     def one_run(mode: str) -> int:
         newest = ckpt.list_checkpoints(ckpt_dir)
@@ -129,10 +136,12 @@ def test_killed_and_interrupted_runs_resume_to_identical_weights(tiny_recipe, tm
             launch.wait_until(launch.progressed, poll=0.02)
             launch.wait_until(lambda: any(p.name.startswith(".step_") for p in temporaries(ckpt_dir)), poll=0)
         elif mode in ("step", "ctrl_c"):
-            launch.wait_until(launch.progressed, poll=0.02)
-            time.sleep(rng.uniform(0.0, 2.5) / launch.steps_per_second())  # within the next steps
+            launch.wait_until(lambda: launch.progressed(2), poll=0.01)
+            time.sleep(rng.uniform(0.0, 2.5) * launch.step_time())  # within the next few steps
         elif mode == "final":
             launch.wait_until(final_save_started, poll=0)
+        elif mode == "store":
+            launch.wait_until(store_copy_started, poll=0)
         code = launch.stop(signal.SIGINT if mode == "ctrl_c" else signal.SIGKILL) if mode != "finish" else (
             launch.proc.wait(timeout=TIMEOUT))  # fmt: skip
         after = ckpt.list_checkpoints(ckpt_dir)
@@ -144,7 +153,7 @@ def test_killed_and_interrupted_runs_resume_to_identical_weights(tiny_recipe, tm
         # Whatever the moment: every checkpoint loads, at most the file being written is unfinished.
         for _step, path in after:
             ckpt.load_checkpoint(path)
-        assert len(temporaries(ckpt_dir)) <= 1 and len(temporaries(run)) + len(temporaries(store)) <= 1, history
+        assert len(temporaries(ckpt_dir)) <= 1 and len(temporaries(run)) <= 1 and len(temporaries(store)) <= 1, history
         for weights in [run / "tiny.safetensors", *store.glob("*.safetensors")]:
             if weights.exists():
                 read_weights(weights)  # complete, or not there at all
@@ -156,13 +165,17 @@ def test_killed_and_interrupted_runs_resume_to_identical_weights(tiny_recipe, tm
     code = None
     for mode in plan:
         newest = ckpt.list_checkpoints(ckpt_dir)
-        if newest and newest[0][0] >= STEPS - 4:  # keep the last steps for the final save
+        if newest and newest[0][0] >= STEPS - 6:  # keep the last steps for the final save
             break
         code = one_run(mode)
+        if code == 0:  # a sudden burst of speed finished the run: nothing left to stop
+            break
         assert code in (-signal.SIGKILL, 1, 130), history  # 1: Ctrl-C; 130: Ctrl-C outside the loop
-    code = one_run("final")
-    if code != 0:
-        code = one_run("finish")
+    for mode in ("final", "store", "finish"):
+        if code == 0:
+            break
+        stale_in_store = len(temporaries(store))
+        code = one_run(mode)
     assert code == 0, history
 
     resumed, _ = read_weights(run / "tiny.safetensors")
@@ -178,6 +191,34 @@ def test_killed_and_interrupted_runs_resume_to_identical_weights(tiny_recipe, tm
             by_step.setdefault(record["step"], set()).add(record["g_total"])
     assert sorted(by_step) == list(range(1, STEPS + 1)) and all(len(v) == 1 for v in by_step.values()), history
     assert temporaries(ckpt_dir) == [] and temporaries(run) == [], history  # stale ones removed on resume
+
+
+def test_ctrl_c_in_a_terminal_with_data_loader_workers(tiny_recipe, photo_dir, tmp_path):
+    """A terminal's Ctrl-C reaches the data-loader workers too; they must live to deliver the step's batch.
+
+    Large images make the run wait on its worker most of the time, where a worker killed by the signal
+    would leave it with "DataLoader worker exited unexpectedly" and no checkpoint.
+    """
+    big = tmp_path / "big"
+    big.mkdir()
+    noise = torch.Generator().manual_seed(0)
+    for i in range(3):
+        pixels = (torch.rand(900, 900, 3, generator=noise) * 255).byte().numpy()
+        Image.fromarray(pixels).save(big / f"noise{i}.png", compress_level=1)
+    cmd = [sys.executable, "-m", "restorekit.cli", "run", str(tiny_recipe())]
+    for item in [f"data.train.hr={big}", f"data.val.hr={photo_dir}", "data.workers=1", "data.prefetch_factor=1",
+                 "train.steps=100000", "output.checkpoint_every=100000", "output.val_every=100000"]:  # fmt: skip
+        cmd += ["--set", item]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=child_env(),
+                            start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline and train_steps_logged(tmp_path / "run") < 2:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole process group, as a terminal does
+    _out, err = proc.communicate(timeout=TIMEOUT)
+    kept = ckpt.list_checkpoints(tmp_path / "run" / "checkpoints")
+    assert proc.returncode == 1 and kept, err
+    assert f"interrupted at step {kept[0][0]}; checkpoint written to {kept[0][1]}" in err
 
 
 def test_resume_skips_a_damaged_checkpoint_and_removes_stale_temporaries(tiny_recipe, tmp_path):

@@ -579,7 +579,9 @@ def train(
 
     Raises:
         TrainingError: the run cannot start (existing run folder, bad batch split) or stopped
-            (NaN/inf loss, interruption — a checkpoint is written first on Ctrl-C).
+            (NaN/inf loss, interruption — on Ctrl-C or SIGTERM the step in flight completes and a
+            checkpoint is written first).
+        KeyboardInterrupt: a second Ctrl-C, which stops at once (the last checkpoint is kept).
 
     Example:
         >>> from restorekit.recipe import load_recipe
