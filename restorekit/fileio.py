@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]+\.tmp$")
+"""Names :func:`atomic_path` gives its temporary files (``.NAME.XXXXXXXX.tmp``)."""
 
 
 @contextlib.contextmanager
@@ -45,3 +50,22 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 *text* to *path* atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the half-written files that killed writers left in *folder* (not its sub-folders).
+
+    An atomic write that is killed (SIGKILL, power loss) leaves its ``.NAME.XXXXXXXX.tmp`` file behind;
+    a checkpoint's can be as large as the model and its optimizer state, so a run that is killed and
+    resumed again and again would pile them up. Only call this where no other process is writing.
+
+    Returns:
+        The files removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.iterdir() if TEMPORARY.match(p.name) and p.is_file()]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restorekit.fileio import atomic_path
+from restorekit.fileio import atomic_path, remove_temporaries
 
 
 def home() -> Path:
@@ -80,6 +80,7 @@ def add_to_store(name: str, file: str | Path, *, source: str = "user") -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
     digest = (info.recipe_digest or _file_digest(file))[:8]
     target = models_dir() / name / f"{stamp}-{source}-{digest}.safetensors"
+    remove_temporaries(target.parent)  # copies a killed process left half-written
     with atomic_path(target) as tmp:
         shutil.copyfile(file, tmp)
     return target

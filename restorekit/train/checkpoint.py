@@ -16,12 +16,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from restorekit.fileio import atomic_path
+from restorekit.fileio import atomic_path, remove_temporaries  # noqa: F401 - re-exported
 
 FORMAT = "restorekit-checkpoint"
 NAME = re.compile(r"^step_(\d+)\.ckpt$")
 # What restorekit.fileio.atomic_path writes before the rename: ".NAME.<random>.tmp" beside NAME.
-TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]+\.tmp$")
 
 
 def checkpoint_path(folder: Path, step: int) -> Path:
@@ -111,19 +110,3 @@ def prune(folder: Path, keep: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the half-written files that killed writers left in *folder* (not its sub-folders).
-
-    An atomic write that is killed (SIGKILL, power loss) leaves its ``.NAME.XXXXXXXX.tmp`` file behind;
-    a checkpoint's can be as large as the model and its optimizer state, so a run that is killed and
-    resumed again and again would pile them up. Only call this where no other process is writing.
-
-    Returns:
-        The files removed.
-    """
-    if not folder.is_dir():
-        return []
-    removed = [p for p in folder.iterdir() if TEMPORARY.match(p.name) and p.is_file()]
-    for path in removed:
-        path.unlink(missing_ok=True)
-    return removed

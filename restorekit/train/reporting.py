@@ -19,7 +19,10 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, *, tensorboard: bool):
         self.path = run_dir / "metrics.jsonl"
+        torn = self.path.is_file() and self.path.stat().st_size > 0 and _last_byte(self.path) != b"\n"
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if torn:  # a killed run's last line: end it, so the next record stays readable
+            self._file.write("\n")
         self._tb = None
         if tensorboard:
             try:
@@ -42,6 +45,12 @@ class MetricsLog:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(-1, 2)
+        return handle.read(1)
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
