@@ -94,7 +94,10 @@ class RestorationModel:
         """Load a model-store name, a restorekit ``.safetensors`` file or a convertible ``.pth``."""
         from restorekit.store import resolve_weights
 
-        network, info = load_any(resolve_weights(name_or_path))
+        path = resolve_weights(name_or_path)
+        network, info = load_any(path)
+        if info.kind != "generator":
+            raise WeightsError(f"{path}: holds a {info.kind} ('{info.name}'), not a generator that restores images")
         return cls(network, info, device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size)
 
     # -- properties -------------------------------------------------------------------------------
