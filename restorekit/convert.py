@@ -18,7 +18,6 @@ key layout it recognised (recorded in the file as ``source_layout``).
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from restorekit.fileio import sha256_file
 from restorekit.weights import FORMAT, WeightInfo, WeightsError, load_state, save_weights
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -220,7 +220,7 @@ def convert_checkpoint(path: str | Path) -> tuple[nn.Module, WeightInfo]:
         plugin=component.plugin,
         task=str(component.info.get("task", "")),
         scale=int(getattr(network, "scale", 1)),
-        extra={"source_file": path.name, "source_layout": layout, "source_sha256": _sha256(path)},
+        extra={"source_file": path.name, "source_layout": layout, "source_sha256": sha256_file(path)},
     )
     return network.eval(), info
 
@@ -238,13 +238,6 @@ def _unpack_answer(answer: Any, path: Path) -> tuple[str, dict[str, Any], dict[s
         "(generator_name, args, state_dict[, layout])"
     )
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_output(src: str | Path) -> Path:

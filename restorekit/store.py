@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from restorekit.fileio import atomic_path, remove_temporaries
+from restorekit.fileio import atomic_path, remove_temporaries, sha256_file
 
 
 def home() -> Path:
@@ -78,20 +78,13 @@ def add_to_store(name: str, file: str | Path, *, source: str = "user") -> Path:
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"invalid model name {name!r}")
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    digest = (info.recipe_digest or _file_digest(file))[:8]
+    digest = (info.recipe_digest or sha256_file(file))[:8]
     target = models_dir() / name / f"{stamp}-{source}-{digest}.safetensors"
     remove_temporaries(target.parent)  # copies a killed process left half-written
     with atomic_path(target) as tmp:
         shutil.copyfile(file, tmp)
     return target
 
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def list_models() -> list[StoredModel]:
