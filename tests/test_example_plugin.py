@@ -182,6 +182,17 @@ def test_run_trains_like_a_builtin_and_the_file_rebuilds_the_network(example):
     # conv 5x5 3->64, conv 3x3 64->32, conv 3x3 32->27 (3 channels x 3^2), with biases.
     assert info["parameters"][1] == f"{(3 * 64 * 25 + 64) + (64 * 32 * 9 + 32) + (32 * 27 * 9 + 27):,}"
 
+    # Evaluated and applied by the stored name, exactly like a built-in model.
+    hr = example.root / "hr"
+    hr.mkdir(exist_ok=True)
+    from PIL import Image
+
+    Image.new("RGB", (30, 24), (120, 40, 200)).save(hr / "flat.png")
+    scores = json.loads(example.restore("eval", "--model", "espcn", "--data", str(hr), "--json").stdout)
+    assert scores["scale"] == 3 and [image["name"] for image in scores["images"]] == ["flat"]
+    example.restore("apply", "--model", "espcn", str(hr / "flat.png"), "-o", str(example.root / "out"))
+    assert Image.open(example.root / "out" / "flat.png").size == (90, 72)
+
 
 # --- plugins that go wrong ---------------------------------------------------------------------------
 
