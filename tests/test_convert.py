@@ -289,14 +289,28 @@ def test_detect_layout_ignores_other_networks() -> None:
     assert convert_esrgan_state_dict({"conv_first.weight": torch.ones(1)}) is None
 
 
-def test_single_upconv_x2_is_refused_clearly(tmp_path: Path) -> None:
-    """Old-layout x2 (and BSRGAN x2) use one upconv; rrdbnet does x2 by pixel-unshuffle instead."""
-    reference = SpandrelESRGAN(num_filters=16, num_blocks=1, scale=2)
-    src = tmp_path / "old_x2.pth"
+@pytest.mark.parametrize("scale", [1, 2])
+def test_original_x2_and_x1_without_unshuffle_match_spandrel(tmp_path: Path, scale: int) -> None:
+    """Old-layout x2 (one upconv) and x1 (none), as many community '2x_'/'1x_' models are built."""
+    torch.manual_seed(1)
+    reference = SpandrelESRGAN(num_filters=16, num_blocks=1, scale=scale).eval()
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    src = tmp_path / f"old_x{scale}.pth"
     torch.save(reference.state_dict(), src)
-    with pytest.raises(ConvertError, match="1 upsampling conv") as info:
-        convert_checkpoint(src)
-    assert str(src) in str(info.value)
+    net, info = convert_checkpoint(src)
+    assert info.args["scale"] == scale and info.args["pixel_unshuffle"] is False
+    assert info.extra["source_layout"] == "esrgan-old"
+    x = torch.rand(1, 3, 9, 11)
+    with torch.no_grad():
+        expected = reference(x)
+        assert torch.allclose(net(x), expected, atol=1e-5)
+    assert expected.shape[-2:] == (9 * scale, 11 * scale)
+    out = convert_file(src, tmp_path / "old.safetensors")
+    rebuilt, _ = load_network(out)
+    with torch.no_grad():
+        assert torch.allclose(rebuilt(x), expected, atol=1e-5)
 
 
 def test_esrgan_plus_is_refused_clearly(tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ _NEW_RENAMES = (
 )
 
 # (upsampling convs, pixel-unshuffle factor) -> scale, as RRDBNet builds them.
-_SCALES = {(2, 1): 4, (2, 2): 2, (2, 4): 1, (3, 1): 8}
+_SCALES = {(2, 1): 4, (2, 2): 2, (2, 4): 1, (3, 1): 8, (1, 1): 2, (0, 1): 1}
+"""(upsampling convs, pixel-unshuffle factor) → scale; one or no upsampling conv means no unshuffle."""
 
 
 def detect_layout(state: Mapping[str, Any]) -> str | None:
@@ -140,7 +141,7 @@ def infer_rrdbnet_args(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
 
     Raises:
         ConvertError: a tensor RRDBNet needs is missing or misshapen, or the upsampling structure is one
-            RRDBNet does not build (a single upconv, as in x2 models without pixel-unshuffle).
+            RRDBNet does not build.
     """
     first, last = state.get("conv_first.weight"), state.get("conv_last.weight")
     for name, tensor in (("conv_first.weight", first), ("conv_last.weight", last)):
@@ -166,12 +167,12 @@ def infer_rrdbnet_args(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
     if scale is None:
         raise ConvertError(
             f"{num_up} upsampling conv(s) with {first_in} input and {out_channels} output channels: "
-            "rrdbnet builds x4 and x8 with 2 and 3 upsampling convs, and x2/x1 by pixel-unshuffle in front of "
-            "the x4 body (x2 or x1 models with one or no upsampling conv are not supported)"
+            "rrdbnet builds x8/x4/x2/x1 with 3/2/1/0 upsampling convs, and x2/x1 by pixel-unshuffle in front "
+            "of the x4 body"
         )
     if first_in % factor**2:
         raise ConvertError(f"conv_first has {first_in} input channels, not a multiple of {factor**2}")
-    return {
+    args = {
         "in_channels": first_in // factor**2,
         "out_channels": out_channels,
         "num_features": num_features,
@@ -179,6 +180,9 @@ def infer_rrdbnet_args(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
         "growth_channels": growth_channels,
         "scale": scale,
     }
+    if scale in (1, 2) and factor == 1:
+        args["pixel_unshuffle"] = False  # the original ESRGAN's x2 / x1: one or no upsampling stage
+    return args
 
 
 def convert_esrgan_state_dict(

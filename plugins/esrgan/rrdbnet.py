@@ -8,6 +8,8 @@ checkpoints in that layout load unchanged and the older ESRGAN layouts convert b
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,6 +89,9 @@ class RRDBNet(nn.Module):
         num_blocks: number of RRDBs (23).
         growth_channels: growth of the dense blocks (32).
         scale: upscaling factor, 1, 2, 4 or 8.
+        pixel_unshuffle: x1/x2 by pixel-unshuffle in front of the x4 body (Real-ESRGAN, the default);
+            False builds the original ESRGAN's x2 (one upsampling stage) and x1 (none), the layout of
+            many community "2x"/"1x" checkpoints.
 
     Raises:
         ValueError: ``scale`` is not supported, or a size is not positive.
@@ -107,6 +112,7 @@ class RRDBNet(nn.Module):
         num_blocks: int = 23,
         growth_channels: int = 32,
         scale: int = 4,
+        pixel_unshuffle: bool = True,
     ) -> None:
         super().__init__()
         if scale not in SUPPORTED_SCALES:
@@ -124,22 +130,21 @@ class RRDBNet(nn.Module):
         self.scale = int(scale)
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.unshuffle_factor = {1: 4, 2: 2}.get(scale, 1)
-        num_upsamples = 3 if scale == 8 else 2
+        self.unshuffle_factor = {1: 4, 2: 2}.get(scale, 1) if pixel_unshuffle else 1
+        # log2 of what is left to upsample after the unshuffle: x4 body for x1/x2 with unshuffle.
+        num_upsamples = int(math.log2(scale * self.unshuffle_factor))
 
         self.conv_first = nn.Conv2d(in_channels * self.unshuffle_factor**2, num_features, 3, padding=1)
         self.body = nn.Sequential(
             *(RRDB(num_features=num_features, growth_channels=growth_channels) for _ in range(num_blocks))
         )
         self.conv_body = nn.Conv2d(num_features, num_features, 3, padding=1)
-        self.conv_up1 = nn.Conv2d(num_features, num_features, 3, padding=1)
-        self.conv_up2 = nn.Conv2d(num_features, num_features, 3, padding=1)
-        if num_upsamples == 3:
-            self.conv_up3 = nn.Conv2d(num_features, num_features, 3, padding=1)
+        for stage in range(1, num_upsamples + 1):
+            setattr(self, f"conv_up{stage}", nn.Conv2d(num_features, num_features, 3, padding=1))
         self.conv_hr = nn.Conv2d(num_features, num_features, 3, padding=1)
         self.conv_last = nn.Conv2d(num_features, out_channels, 3, padding=1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
-        self._up_convs = ["conv_up1", "conv_up2", "conv_up3"][:num_upsamples]
+        self._up_convs = [f"conv_up{stage}" for stage in range(1, num_upsamples + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve a batch.
