@@ -221,6 +221,17 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------
 
+    def architecture(self) -> str:
+        """The networks' registry names and arguments: a checkpoint must match them to be resumed."""
+        r = self.recipe
+        return json.dumps(
+            {
+                "generator": [r.generator.name, r.generator.args],
+                "discriminator": [r.discriminator.name, r.discriminator.args] if r.discriminator else None,
+            },
+            sort_keys=True,
+        )
+
     def state(self) -> dict[str, Any]:
         models = {"generator": self.generator.state_dict()}
         optimizers = {"generator": self.opt_g.state_dict()}
@@ -233,18 +244,11 @@ class Trainer:
             scalers["discriminator"] = self.scaler_d.state_dict()
         if self.ema is not None:
             models["ema"] = self.ema.state_dict()
-        r = self.recipe
         return {
             "step": self.step,
             "recipe_digest": self.digest,
-            "recipe": recipe_to_toml(r),
-            "architecture": json.dumps(
-                {
-                    "generator": [r.generator.name, r.generator.args],
-                    "discriminator": [r.discriminator.name, r.discriminator.args] if r.discriminator else None,
-                },
-                sort_keys=True,
-            ),
+            "recipe": recipe_to_toml(self.recipe),
+            "architecture": self.architecture(),
             "models": models,
             "optimizers": optimizers,
             "schedulers": schedulers,
@@ -256,8 +260,7 @@ class Trainer:
         }
 
     def load_state(self, payload: dict[str, Any], source: Path) -> None:
-        expected = self.state()["architecture"]
-        if payload.get("architecture") != expected:
+        if payload.get("architecture") != self.architecture():
             raise TrainingError(
                 f"{source}: the checkpoint was trained with another architecture ({payload.get('architecture')}); "
                 "resume with the recipe it was made with, or start a new run folder"
