@@ -42,7 +42,7 @@ from restorekit.data.images import ImageReadError, load_rgb
 from restorekit.data.motion_blur import blur, center_kernel, load_kernels, random_motion_kernel
 from restorekit.data.sampling import SampleKey, key_index, sample_generator
 from restorekit.metrics import psnr, ssim
-from restorekit.tasks.base import Task
+from restorekit.tasks.base import EvalSet, Task
 
 LAYOUTS = ("auto", "gopro", "folders", "ab")
 
@@ -524,6 +524,8 @@ class Deblurring(Task):
     name = "deblurring"
     scale = 1
     primary_metric = "psnr"
+    metric_names = ("psnr", "ssim")
+    baselines = ("identity", "none")
 
     def __init__(
         self,
@@ -610,8 +612,8 @@ class Deblurring(Task):
         limit: int | None = None,
         seed: int = 0,
         max_pixels: int | None = None,
-    ) -> DeblurImages:
-        """Whole validation images, in the same layouts as :meth:`train_data`.
+    ) -> EvalSet:
+        """Whole validation images, in the same layouts as :meth:`train_data`, made as :meth:`benchmark` does.
 
         Args:
             root: GoPro root, side-by-side folder, or (with *synthetic*) a folder of sharp images.
@@ -627,12 +629,102 @@ class Deblurring(Task):
         Raises:
             DataError: as :meth:`train_data`.
         """
+        return self._eval_set(
+            root=root, blur=blur, sharp=sharp, layout=layout, gopro_blur=gopro_blur, synthetic=synthetic,
+            include=None, limit=limit, seed=seed, max_pixels=max_pixels,
+        )  # fmt: skip
+
+    def benchmark(
+        self,
+        data: str | Path,
+        *,
+        inputs: str | Path | None = None,
+        include: Sequence[str] | None = None,
+        limit: int | None = None,
+        max_pixels: int | None = None,
+        layout: str | None = None,
+        gopro_blur: str = "blur",
+        synthetic: bool = False,
+        seed: int = 0,
+    ) -> EvalSet:
+        """The GoPro protocol's images: blurred input and sharp reference, same size.
+
+        Args:
+            data: a GoPro root (``SEQUENCE/blur`` + ``SEQUENCE/sharp``), or the sharp folder when *inputs*
+                is given; with *synthetic*, any folder of sharp images.
+            inputs: folder of blurred images matched to *data* by file name.
+            include: only these image names (or file names, or stems).
+            limit: only the first N images (sorted by name).
+            max_pixels: raise Pillow's decompression-bomb limit.
+            layout: ``"gopro"`` (default without *inputs*), ``"ab"`` (side by side), ``"auto"``, or
+                ``"folders"`` (default with *inputs*).
+            gopro_blur: ``"blur"`` or ``"blur_gamma"``.
+            synthetic: blur the sharp images with camera shake seeded per image.
+            seed: seed of the synthetic blur.
+
+        Raises:
+            DataError: missing folders, unmatched names, pairs of different sizes, odd side-by-side widths.
+
+        Example:
+            >>> images = Deblurring().benchmark("gopro-avg8")  # doctest: +SKIP
+            >>> images.settings["protocol"]  # doctest: +SKIP
+            'RGB PSNR/SSIM, output rounded to 8 bits, no border shaved'
+        """
+        if inputs is not None:
+            where = {"blur": str(inputs), "sharp": str(data), "layout": layout or "folders"}
+        elif synthetic:
+            where = {"root": str(data), "layout": "auto"}
+        else:
+            where = {"root": str(data), "layout": layout or "gopro"}
+        return self._eval_set(
+            **where, gopro_blur=gopro_blur, synthetic=synthetic, include=include, limit=limit, seed=seed,
+            max_pixels=max_pixels,
+        )  # fmt: skip
+
+    def _eval_set(
+        self,
+        *,
+        root: str | None = None,
+        blur: str | None = None,
+        sharp: str | None = None,
+        layout: str,
+        gopro_blur: str,
+        synthetic: bool,
+        include: Sequence[str] | None,
+        limit: int | None,
+        seed: int,
+        max_pixels: int | None,
+    ) -> EvalSet:
         pairs = self._find(root=root, blur=blur, sharp=sharp, layout=layout, gopro_blur=gopro_blur, synthetic=synthetic)
+        if include:
+            pairs = [p for p in pairs if p.name in include or p.sharp.name in include or p.sharp.stem in include]
+            if not pairs:
+                raise DataError(f"{root or sharp}: none of {', '.join(include)} found")
         if limit is not None:
             if limit < 1:
                 raise DataError(f"data.val.limit must be positive; got {limit}")
             pairs = pairs[:limit]
-        return DeblurImages(pairs, shake=self.shake if synthetic else None, seed=seed, max_pixels=max_pixels)
+        images = DeblurImages(pairs, shake=self.shake if synthetic else None, seed=seed, max_pixels=max_pixels)
+        settings = {
+            "protocol": "RGB PSNR/SSIM, output rounded to 8 bits, no border shaved",
+            "border": 0,
+            "blur_dir": None if blur is None else str(resolve_data_path(blur)),
+        }
+        if synthetic:
+            settings["synthetic"] = {"seed": seed, "kernel_size": self.kernel_size, "noise": list(self.noise)}
+
+        def load(index: int) -> tuple[Tensor, Tensor]:
+            item = images[index]
+            return item["input"], item["target"]
+
+        folder = resolve_data_path(root if root is not None else sharp)  # type: ignore[arg-type]
+        return EvalSet(folder, [p.name for p in pairs], images.paths, load, settings)
+
+    def baseline(self, name: str, model_input: Tensor) -> Tensor:
+        """``identity`` (or ``none``): the blurred input itself, the floor a deblurring model must beat."""
+        if name not in self.baselines:
+            raise ValueError(f"deblurring has no baseline {name!r}; use 'identity'")
+        return model_input
 
     @staticmethod
     def _find(

@@ -9,6 +9,7 @@ channel with ``scale`` border pixels shaved and the output rounded to 8 bits fir
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from restorekit.data.datasets import CropDataset, WholeImageDataset, check_readable
+from restorekit.data.datasets import CropDataset, check_readable
 from restorekit.data.degradations import DegradationPipeline
 from restorekit.data.folders import DataError, list_images, resolve_data_path
-from restorekit.data.pairs import find_pairs
+from restorekit.data.images import load_rgb
+from restorekit.data.pairs import find_pairs, lr_folder
 from restorekit.data.resize import imresize
 from restorekit.metrics import psnr, ssim
-from restorekit.tasks.base import Task
+from restorekit.data.sources import edsr_hr_root, edsr_lr_root, sr_pairs, to_uint8
+from restorekit.tasks.base import EvalSet, Task
 
 
 def _files(folders: str | list[str], *, include: list[str] | None) -> list[Path]:
@@ -62,12 +65,31 @@ class SuperResolution(Task):
 
     name = "super_resolution"
     primary_metric = "psnr_y"
+    metric_names = ("psnr_y", "ssim_y", "psnr_rgb")
+    baselines = ("bicubic",)
 
-    def __init__(self, *, scale: int = 4, degradations: list[dict[str, Any]] | None = None):
-        if not isinstance(scale, int) or isinstance(scale, bool) or not 1 <= scale <= 16:
-            raise ValueError(f"scale must be an integer from 1 to 16, got {scale!r}")
+    def __init__(self, *, scale: int | None = None, degradations: list[dict[str, Any]] | None = None):
         self.scale = scale
         self.degradations = DegradationPipeline(degradations or [])
+
+    @property
+    def scale(self) -> int | None:  # type: ignore[override]
+        """The upscaling factor; None until the recipe's generator (or the caller) sets it."""
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 16):
+            raise ValueError(f"scale must be an integer from 1 to 16, got {value!r}")
+        self._scale = value
+
+    def _need_scale(self) -> int:
+        if self._scale is None:
+            raise ValueError(
+                "super_resolution: the scale is not set; give the generator a scale (the task takes it from "
+                "there) or SuperResolution(scale=...)"
+            )
+        return self._scale
 
     def train_data(
         self,
@@ -113,21 +135,88 @@ class SuperResolution(Task):
         include: list[str] | None = None,
         limit: int | None = None,
         max_pixels: int | None = None,
-    ) -> WholeImageDataset:
-        """Whole validation images; LR from *lr* when given, else MATLAB bicubic of the HR.
+    ) -> EvalSet:
+        """Whole validation images, made exactly as ``restore eval`` makes them (see :meth:`benchmark`).
 
         Args:
-            hr: HR folder(s).
-            lr: paired LR folder (EDSR layout understood).
+            hr: HR folder(s), or an EDSR root holding ``HR/``.
+            lr: paired LR folder (EDSR layout understood); None: MATLAB bicubic of the 8-bit HR.
             include: only these file names (or stems).
             limit: use only the first N images.
             max_pixels: raise Pillow's decompression-bomb limit.
         """
-        targets, sources = self._files(hr, lr, include, "data.val")
+        return self.benchmark(hr, inputs=lr, include=include, limit=limit, max_pixels=max_pixels)
+
+    def benchmark(
+        self,
+        data: str | Path | list[str],
+        *,
+        inputs: str | Path | None = None,
+        include: Sequence[str] | None = None,
+        limit: int | None = None,
+        max_pixels: int | None = None,
+    ) -> EvalSet:
+        """The published SR protocol's images: HR cropped to a multiple of the scale, and its LR input.
+
+        The LR input is the shipped file when *inputs* is given (``LR_bicubic/X4/NAMEx4.png`` understood;
+        an EDSR root means its ``LR_bicubic``), otherwise MATLAB's ``imresize(hr, 1/scale)`` of the 8-bit
+        HR in ``uint8`` arithmetic, which reproduces the shipped files bit for bit.
+
+        Args:
+            data: HR folder(s), or an EDSR benchmark root holding ``HR/``.
+            inputs: LR folder matched by name (``NAME.png`` or ``NAMExS.png``).
+            include: only these file names (or stems).
+            limit: only the first N images.
+            max_pixels: raise Pillow's decompression-bomb limit.
+
+        Raises:
+            DataError: missing folders, LR files missing or of the wrong size, an HR image smaller than
+                the scale.
+            ValueError: the scale is not set.
+
+        Example:
+            >>> images = SuperResolution(scale=4).benchmark("Set5/HR")  # doctest: +SKIP
+            >>> images[0].name, tuple(images[0].input.shape)  # doctest: +SKIP
+            ('baby', (3, 128, 128))
+        """
+        s = self._need_scale()
+        pairs = sr_pairs(data, inputs, scale=s, include=include, key="data.val")
         if limit is not None:
-            targets = targets[:limit]
-            sources = None if sources is None else sources[:limit]
-        return WholeImageDataset(targets, sources, scale=self.scale, max_pixels=max_pixels)
+            pairs = pairs[:limit]
+        hr_root = edsr_hr_root(data if isinstance(data, (str, Path)) else data[0])
+        lr_root = None if inputs is None else edsr_lr_root(inputs)
+
+        def load(index: int) -> tuple[Tensor, Tensor]:
+            pair = pairs[index]
+            hr = load_rgb(pair.target, max_pixels=max_pixels)
+            height, width = hr.shape[-2] // s * s, hr.shape[-1] // s * s
+            if height < 1 or width < 1:
+                raise DataError(f"{pair.target}: {hr.shape[-1]}x{hr.shape[-2]} is smaller than the scale x{s}")
+            hr = hr[:, :height, :width]
+            if pair.source is None:
+                lr8 = imresize(to_uint8(hr), 1 / s)
+            else:
+                lr8 = to_uint8(load_rgb(pair.source, max_pixels=max_pixels))
+                if tuple(lr8.shape[-2:]) != (height // s, width // s):
+                    raise DataError(
+                        f"{pair.source}: LR image is {lr8.shape[-1]}x{lr8.shape[-2]}, expected "
+                        f"{width // s}x{height // s} for {pair.target.name} at x{s}"
+                    )
+            return lr8.float() / 255.0, hr
+
+        settings = {
+            "protocol": f"Y (BT.601) PSNR/SSIM with {s} border pixels shaved, RGB PSNR; output rounded to 8 bits",
+            "border": s,
+            "lr_source": "files" if lr_root is not None else "matlab_bicubic",
+            "lr_dir": str(lr_folder(lr_root, s)) if lr_root is not None else None,
+        }
+        return EvalSet(hr_root, [p.name for p in pairs], [p.target for p in pairs], load, settings)
+
+    def baseline(self, name: str, model_input: Tensor) -> Tensor:
+        """``bicubic``: MATLAB's bicubic upscale of the 8-bit LR, in ``uint8`` arithmetic as the tables do."""
+        if name != "bicubic":
+            raise ValueError(f"super_resolution has no baseline {name!r}; use 'bicubic'")
+        return imresize(to_uint8(model_input), float(self._need_scale())).float() / 255.0
 
     def _files(
         self, hr: str | list[str], lr: str | list[str] | None, include: list[str] | None, key: str
@@ -152,8 +241,9 @@ class SuperResolution(Task):
         self, batch: dict[str, Tensor], device: torch.device, *, training: bool = True
     ) -> tuple[Tensor, Tensor]:
         hr = batch["target"].to(device, non_blocking=True)
-        if "source" in batch:
-            lr = batch["source"].to(device, non_blocking=True)
+        given = batch.get("input", batch.get("source"))  # "source": datasets of earlier versions
+        if given is not None:
+            lr = given.to(device, non_blocking=True)
         else:
             lr = self.downscale(hr)
         if training and len(self.degradations):
@@ -161,17 +251,13 @@ class SuperResolution(Task):
         return lr, hr
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
-        border = self.scale
+        """PSNR-Y, SSIM-Y with ``scale`` border pixels shaved, and RGB PSNR (output rounded to 8 bits)."""
+        border = self._need_scale()
         return {
             "psnr_y": float(psnr(output, target, border=border, channel="y").mean()),
             "ssim_y": float(ssim(output, target, border=border, channel="y").mean()),
             "psnr_rgb": float(psnr(output, target, border=border, channel="rgb").mean()),
         }
-
-    def baseline_metrics(self, model_input: Tensor, target: Tensor) -> dict[str, float]:
-        """Metrics of the MATLAB-bicubic upscale of the input."""
-        up = imresize(model_input, float(self.scale))[..., : target.shape[-2], : target.shape[-1]]
-        return self.metrics(up.clamp(0, 1), target)
 
     def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
         """LR (nearest-neighbour enlarged) | output | HR, one (3, H, 3W) image."""
