@@ -15,14 +15,16 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
+from restorekit.cli.options import ARCH_OPTION, inference_options
 
 if TYPE_CHECKING:
     from restorekit.inference.model import RestorationModel
+    from restorekit.inference.options import InferenceOptions
 
 #: ``--format`` values and the format each names.
 FORMAT_CHOICES: dict[str, str] = {
@@ -34,7 +36,6 @@ FORMAT_CHOICES: dict[str, str] = {
     "tif": "TIFF",
 }
 _SUFFIX_OF_FORMAT = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
-_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
@@ -54,49 +55,44 @@ class Job:
 # --- shared with ``restore eval`` ------------------------------------------------------------------
 
 
-def check_inference_options(*, tile: int, overlap: int, batch: int, precision: str, device: str | None) -> None:
-    """Reject inconsistent tiling/precision/device options with a usage error (exit 2), before any work."""
-    if precision not in _PRECISIONS:
-        fail(f"--precision must be one of {', '.join(_PRECISIONS)}, got {precision!r}", EXIT_USAGE)
-    if tile < 0 or overlap < 0 or batch < 1:
-        fail("--tile and --overlap must be non-negative and --batch at least 1", EXIT_USAGE)
-    if tile and tile <= 3 * overlap:
-        fail(
-            f"--tile {tile} must be larger than 3 × --overlap ({3 * overlap}): neighbouring tiles share "
-            "3 × overlap pixels; use a larger --tile, a smaller --overlap, or --tile 0 (whole image)",
-            EXIT_USAGE,
-        )
-    if device is not None:
-        import torch
-
-        try:
-            parsed = torch.device(device)
-        except (RuntimeError, ValueError):
-            fail(f"--device {device!r} is not a device (cpu, cuda, cuda:1, mps)", EXIT_USAGE)
-        if parsed.type == "cuda" and not torch.cuda.is_available():
-            fail(f"--device {device}: no CUDA device is available on this machine", EXIT_USAGE)
-        if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            fail(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)", EXIT_USAGE)
+def model_hints(*, scale: int | None, arch: str | None) -> dict[str, Any]:
+    """The ``--scale`` / ``--arch`` hints given, for converters of foreign checkpoints (only those given)."""
+    return {key: value for key, value in (("scale", scale), ("arch", arch)) if value is not None}
 
 
-def load_cli_model(
-    ref: str, *, device: str | None, precision: str, tile: int, overlap: int, batch: int
-) -> RestorationModel:
-    """Load ``--model`` (store name, ``.safetensors`` or convertible ``.pth``) with the CLI's tiling options.
+def load_cli_model(ref: str, options: InferenceOptions, hints: dict[str, Any] | None = None) -> RestorationModel:
+    """Load ``--model`` (store name, ``.safetensors`` or convertible ``.pth``) with the CLI's options.
 
     A missing model ends in the store's one-line message (how to train or add it) through
-    :func:`~restorekit.cli.common.handle_errors`; a discriminator file is refused.
+    :func:`~restorekit.cli.common.handle_errors`; a discriminator file is refused. Options this network
+    cannot run with (``--tile`` for a network that must see the whole image, ``--precision fp16`` it does
+    not support) are a usage error (exit 2). How the network will be run, when the user may not expect
+    it, is said once on stderr.
     """
-    from restorekit.inference.model import RestorationModel
+    from rich.markup import escape
 
-    model = RestorationModel.load(
-        ref, device=device, precision=precision, tile=tile or None, overlap=overlap, batch_size=batch
-    )
+    from restorekit.inference.model import RestorationModel
+    from restorekit.inference.options import CLI_NAMES, InferenceOptionsError, render
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            model = RestorationModel.load(ref, options=options, hints=hints)
+        except InferenceOptionsError as exc:
+            fail(f"{ref}: {exc.render(CLI_NAMES)}", EXIT_USAGE)
     if model.info.kind != "generator":
         fail(
             f"{ref}: holds a {model.info.kind} ('{model.name}'), not a generator; restoring needs the "
             "generator's weights"
         )
+    plain_warning = render(model.plan.warning)
+    for warning in caught:  # the plan's warning is shown below, with the flags spelled as typed
+        if str(warning.message) != plain_warning:
+            err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
+    if model.plan.note:
+        err_console.print(f"note: {escape(render(model.plan.note, CLI_NAMES))}", soft_wrap=True)
+    if model.plan.warning:
+        err_console.print(f"[yellow]warning:[/] {escape(render(model.plan.warning, CLI_NAMES))}", soft_wrap=True)
     return model
 
 
@@ -204,6 +200,7 @@ def _prepare_output_folder(out_dir: Path) -> None:
 
 
 @handle_errors
+@inference_options
 def apply(
     inputs: list[str] = typer.Argument(
         ..., metavar="INPUT", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
@@ -233,13 +230,6 @@ def apply(
         None, "--format", "-f", help="Output format png|jpg|webp|tiff. Default: the input's.", show_default=False
     ),
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
-    tile: int = typer.Option(512, "--tile", min=0, help="Tile side in input pixels; 0: whole image at once."),
-    overlap: int = typer.Option(32, "--overlap", min=0, help="Context margin per tile side, in input pixels."),
-    batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
-    device: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--device", help="cpu, cuda, cuda:1, ... Default: CUDA when available.", show_default=False
-    ),
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (auto: half on CUDA)."),
     outscale: Optional[float] = typer.Option(  # noqa: UP007
         None,
         "--outscale",
@@ -254,6 +244,16 @@ def apply(
         help="Largest image (width × height) to read; raises Pillow's decompression-bomb limit.",
         show_default=False,
     ),
+    scale: Optional[int] = typer.Option(  # noqa: UP007
+        None,
+        "--scale",
+        min=1,
+        help="Scale of a foreign checkpoint (.pth), for converters that cannot tell from its tensors (PAN x2/x3).",
+        show_default=False,
+    ),
+    arch: Optional[str] = ARCH_OPTION,  # noqa: UP007
+    *,
+    options: InferenceOptions,
 ) -> None:
     """Restore images with a trained model: super-resolve or deblur photos of any size.
 
@@ -274,6 +274,8 @@ def apply(
       restore apply --model runs/esrgan/esrgan.safetensors photos/ -o restored/ --tile 256
 
       restore apply --model deblurgan 'shots/*.png' --format webp --quality 90
+
+      restore apply --model PAN_x3.pth --scale 3 photo.png
     """
     fmt_name = None
     if fmt is not None:
@@ -282,8 +284,6 @@ def apply(
             fail(f"--format must be one of png, jpg, webp, tiff; got {fmt!r}", EXIT_USAGE)
     if outscale is not None and not outscale > 0:
         fail(f"--outscale must be positive, got {outscale}", EXIT_USAGE)
-    check_inference_options(tile=tile, overlap=overlap, batch=batch, precision=precision, device=device)
-
     label = model_label(model_ref)
     if suffix is None:
         suffix = "" if out_dir is not None else f"_{label}"
@@ -308,7 +308,7 @@ def apply(
         _prepare_output_folder(out_dir)
     jobs = [Job(f.source, output_path(f.source, f.base, out_dir=out_dir, suffix=suffix, fmt=fmt_name)) for f in found]
 
-    model = load_cli_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+    model = load_cli_model(model_ref, options, model_hints(scale=scale, arch=arch))
     _run_jobs(
         model, jobs, outscale=outscale, fmt=fmt_name, quality=quality, overwrite=overwrite, max_pixels=max_pixels
     )

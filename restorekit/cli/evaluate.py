@@ -14,10 +14,12 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
+from restorekit.cli.options import ARCH_OPTION, inference_options
 
 if TYPE_CHECKING:
     from restorekit.evaluation import EvaluationResult
     from restorekit.inference.model import RestorationModel
+    from restorekit.inference.options import InferenceOptions
 
 _HEADERS = {
     "psnr_y": "PSNR-Y (dB)",
@@ -34,6 +36,7 @@ def register(app: typer.Typer) -> None:
 
 
 @handle_errors
+@inference_options
 def evaluate(
     model_ref: str = typer.Option(
         ...,
@@ -62,23 +65,19 @@ def evaluate(
         None,
         "--scale",
         min=1,
-        help="Upscaling factor; needed for bicubic, checked against a model's.",
+        help="Upscaling factor; needed for bicubic, checked against a model's, a hint for converting a .pth.",
         show_default=False,
     ),
+    arch: Optional[str] = ARCH_OPTION,  # noqa: UP007
     task: Optional[str] = typer.Option(  # noqa: UP007
         None, "--task", help="super_resolution or deblurring. Default: the model's task.", show_default=False
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (per image, mean, settings) instead of a table."),
-    tile: int = typer.Option(512, "--tile", min=0, help="Tile side in input pixels; 0: whole image at once."),
-    overlap: int = typer.Option(32, "--overlap", min=0, help="Context margin per tile side, in input pixels."),
-    batch: int = typer.Option(4, "--batch", min=1, help="Tiles per forward pass."),
-    device: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--device", help="cpu, cuda, cuda:1, ... Default: CUDA when available.", show_default=False
-    ),
-    precision: str = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (auto: half on CUDA)."),
     max_pixels: Optional[int] = typer.Option(  # noqa: UP007
         None, "--max-pixels", min=1, help="Raise Pillow's decompression-bomb limit.", show_default=False
     ),
+    *,
+    options: InferenceOptions,
 ) -> None:
     """Measure PSNR/SSIM on a benchmark folder with the published protocol.
 
@@ -96,19 +95,18 @@ def evaluate(
 
       restore eval --model identity --data ../shared/data/deblur/gopro-avg8
     """
-    from restorekit.cli.apply import check_inference_options, load_cli_model, model_label
+    from restorekit.cli.apply import load_cli_model, model_hints, model_label
     from restorekit.evaluation import BASELINES, TASKS, EvaluationError
     from restorekit.evaluation import evaluate as run_evaluation
 
     if task is not None and task not in TASKS:
         fail(f"--task must be one of {', '.join(TASKS)}, got {task!r}", EXIT_USAGE)
-    check_inference_options(tile=tile, overlap=overlap, batch=batch, precision=precision, device=device)
     baseline = model_ref.strip().lower() in BASELINES and not Path(model_ref).expanduser().is_file()
     model: RestorationModel | str
     if baseline:
         model = model_ref.strip().lower()
     else:
-        model = load_cli_model(model_ref, device=device, precision=precision, tile=tile, overlap=overlap, batch=batch)
+        model = load_cli_model(model_ref, options, model_hints(scale=scale, arch=arch))
 
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

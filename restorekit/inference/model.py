@@ -1,4 +1,4 @@
-"""A loaded restoration model: weights + metadata + tiled, precision-aware inference.
+"""A loaded restoration model: weights + descriptor + tiled, precision-aware inference.
 
 Example:
     >>> import restorekit
@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,42 +21,75 @@ import torch
 from torch import Tensor, nn
 
 from restorekit.data.images import Picture
+from restorekit.descriptor import ModelDescriptor
+from restorekit.inference.options import InferenceOptions, InferenceOptionsError, TilePlan, render
 from restorekit.inference.tiling import tiled_apply
-from restorekit.weights import WeightInfo, WeightsError, load_network
+from restorekit.weights import WeightInfo, WeightsError, descriptor_of, load_network
 
 FOREIGN_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+#: ``tile=None`` means "whole image", so "tile not given" needs a marker of its own.
+_UNSET: Any = object()
 
 
-def load_any(path: Path) -> tuple[nn.Module, WeightInfo]:
-    """A network from a restorekit ``.safetensors`` file or a foreign checkpoint a plugin recognises."""
+def load_any(path: Path, hints: Mapping[str, Any] | None = None) -> tuple[nn.Module, WeightInfo]:
+    """A network from a restorekit ``.safetensors`` file or a foreign checkpoint a plugin recognises.
+
+    Args:
+        path: The weight file.
+        hints: What the user knows about a foreign checkpoint (``{"scale": 3, "arch": "pan"}``), for
+            converters that cannot tell from tensor shapes; restorekit files describe themselves and
+            ignore them.
+    """
+    from restorekit.convert import convert_checkpoint
+
     if path.suffix.lower() in FOREIGN_SUFFIXES:
-        from restorekit.convert import convert_checkpoint
-
-        return convert_checkpoint(path)
+        return convert_checkpoint(path, hints=hints)
     try:
         return load_network(path)
     except WeightsError as exc:
         if "not a restorekit weight file" not in str(exc):
             raise
-        from restorekit.convert import convert_checkpoint
+        return convert_checkpoint(path, hints=hints)
 
-        return convert_checkpoint(path)
+
+def _merge_options(options: InferenceOptions | None, **given: Any) -> InferenceOptions:
+    """*options* (or the defaults) with the separately given keywords laid over them.
+
+    The keywords are the API from before :class:`InferenceOptions`; they stay for callers that use them.
+    """
+    changes = {k: v for k, v in given.items() if v is not None and v is not _UNSET}
+    if given.get("tile") is None:  # an explicit tile=None: the whole image in one pass
+        changes["tile"] = None
+    options = options if options is not None else InferenceOptions()
+    return options.replace(**changes) if changes else options
 
 
 class RestorationModel:
     """Restores images of any size with a trained generator.
 
+    Every fact about the network (scale, task, channels, size multiple, half-precision support, tiling
+    rule) is read from :attr:`descriptor`; how to run it comes from one :class:`InferenceOptions`.
+
     Args:
-        network: the generator (any device; moved to *device*).
-        info: its weight-file metadata (name, task, scale, ...).
-        device: ``cpu``, ``cuda``, ``cuda:1``; default: CUDA when available.
-        precision: ``auto`` (bf16/fp16 on CUDA when the network supports half precision, fp32 on CPU),
-            ``fp32``, ``fp16`` or ``bf16``. Half precision falls back to fp32 if it produces NaN/inf.
-        tile: tile side in input pixels (None: whole image in one pass).
-        overlap: context margin per tile side in input pixels; results equal a whole-image pass when
-            it covers the network's receptive-field radius.
-        batch_size: tiles per forward pass.
+        network: The generator (any device; moved to the options' device).
+        info: Its weight-file metadata.
+        options: Tile, overlap, batch size, precision and device (see :class:`InferenceOptions`).
+        device: Overrides ``options.device`` (the keywords are the older API and keep working).
+        precision: Overrides ``options.precision``.
+        tile: Overrides ``options.tile``; ``None``: the whole image in one pass.
+        overlap: Overrides ``options.overlap``.
+        batch_size: Overrides ``options.batch_size``.
+
+    Raises:
+        InferenceOptionsError: Options this network cannot run with: an explicit tile for a network that
+            runs on whole images only, a tile too small for its size multiple, or a half precision it
+            does not support (refused rather than silently changed, so a user who asked for fp16 knows).
+
+    Example:
+        >>> model = RestorationModel(net, info, options=InferenceOptions(tile=256))  # doctest: +SKIP
+        >>> model.tile, model.overlap  # doctest: +SKIP
+        (256, 32)
     """
 
     def __init__(
@@ -64,51 +97,84 @@ class RestorationModel:
         network: nn.Module,
         info: WeightInfo,
         *,
+        options: InferenceOptions | None = None,
         device: str | torch.device | None = None,
-        precision: str = "auto",
-        tile: int | None = 512,
-        overlap: int = 32,
-        batch_size: int = 4,
+        precision: str | None = None,
+        tile: int | None = _UNSET,
+        overlap: int | None = None,
+        batch_size: int | None = None,
     ):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.options = _merge_options(
+            options,
+            device=None if device is None else str(device),
+            precision=precision,
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+        )
+        self.info = info
+        self.descriptor: ModelDescriptor = descriptor_of(info, network)
+        self.plan: TilePlan = self.options.plan(self.descriptor)
+        self.device = torch.device(self.options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = self._pick_dtype()
         self.network = network.eval().to(self.device)
         for p in self.network.parameters():
             p.requires_grad_(False)
-        self.info = info
-        self.tile, self.overlap, self.batch_size = tile, overlap, batch_size
-        self.dtype = self._pick_dtype(precision)
+        if self.plan.warning:
+            warnings.warn(render(self.plan.warning), stacklevel=2)
 
     @classmethod
     def load(
         cls,
         name_or_path: str | Path,
         *,
+        options: InferenceOptions | None = None,
+        hints: Mapping[str, Any] | None = None,
         device: str | torch.device | None = None,
-        precision: str = "auto",
-        tile: int | None = 512,
-        overlap: int = 32,
-        batch_size: int = 4,
+        precision: str | None = None,
+        tile: int | None = _UNSET,
+        overlap: int | None = None,
+        batch_size: int | None = None,
     ) -> RestorationModel:
-        """Load a model-store name, a restorekit ``.safetensors`` file or a convertible ``.pth``."""
+        """Load a model-store name, a restorekit ``.safetensors`` file or a convertible ``.pth``.
+
+        Args:
+            name_or_path: What to load.
+            options: How to run it.
+            hints: For foreign checkpoints: ``scale`` and/or ``arch`` (see :func:`load_any`).
+            device: See :class:`RestorationModel` (older keywords, laid over *options*).
+            precision: See :class:`RestorationModel`.
+            tile: See :class:`RestorationModel`.
+            overlap: See :class:`RestorationModel`.
+            batch_size: See :class:`RestorationModel`.
+
+        Raises:
+            WeightsError: Not a generator, or an unreadable file.
+            InferenceOptionsError: Options the network cannot run with.
+
+        Example:
+            >>> model = RestorationModel.load("pan_x3.pth", hints={"scale": 3})  # doctest: +SKIP
+        """
         from restorekit.store import resolve_weights
 
         path = resolve_weights(name_or_path)
-        network, info = load_any(path)
+        network, info = load_any(path, hints)
         if info.kind != "generator":
             raise WeightsError(f"{path}: holds a {info.kind} ('{info.name}'), not a generator that restores images")
-        return cls(network, info, device=device, precision=precision, tile=tile, overlap=overlap, batch_size=batch_size)
+        return cls(
+            network, info, options=options, device=device, precision=precision, tile=tile, overlap=overlap,
+            batch_size=batch_size,
+        )  # fmt: skip
 
     # -- properties -------------------------------------------------------------------------------
 
     @property
     def scale(self) -> int:
-        return int(getattr(self.network, "scale", self.info.scale))
+        return self.descriptor.scale
 
     @property
     def task(self) -> str:
-        return self.info.task
+        return self.descriptor.task
 
     @property
     def name(self) -> str:
@@ -120,18 +186,38 @@ class RestorationModel:
 
     @property
     def in_channels(self) -> int:
-        return int(getattr(self.network, "in_channels", 3))
+        return self.descriptor.in_channels
 
-    def _pick_dtype(self, precision: str) -> torch.dtype:
+    @property
+    def tile(self) -> int | None:
+        """Tile side in input pixels, or None for a whole-image pass (as planned for this network)."""
+        return self.plan.tile
+
+    @property
+    def overlap(self) -> int:
+        return self.plan.overlap
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    def _pick_dtype(self) -> torch.dtype:
+        precision, described = self.options.precision, self.descriptor
+        for wanted, supported in (("fp16", described.supports_fp16), ("bf16", described.supports_bf16)):
+            if precision == wanted and not supported:
+                raise InferenceOptionsError(
+                    f"model '{self.name}' does not support `precision` {wanted} (its outputs are not faithful "
+                    "in it); use auto or fp32"
+                )
         if self.device.type != "cuda" or precision == "fp32":
             return torch.float32
         if precision == "fp16":
             return torch.float16
         if precision == "bf16":
             return torch.bfloat16
-        if not getattr(self.network, "supports_half", True):
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if described.supports_bf16 and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if described.supports_fp16 else torch.float32
 
     # -- inference --------------------------------------------------------------------------------
 
@@ -145,11 +231,11 @@ class RestorationModel:
             functools.partial(self._forward, dtype=dtype),
             x,
             scale=self.scale,
-            tile=self.tile,
-            overlap=self.overlap,
-            batch_size=self.batch_size,
+            tile=self.plan.tile,
+            overlap=self.plan.overlap,
+            batch_size=self.options.batch_size,
             device=self.device,
-            multiple=int(getattr(self.network, "size_multiple", 1)),
+            multiple=self.plan.multiple,
             progress=progress,
         )
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from restorekit.inference.options import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_geometry
+
 __all__ = ["count_tiles", "tile_layout", "tiled_apply"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
@@ -60,9 +62,10 @@ def tile_layout(length: int, tile: int | None, overlap: int, multiple: int = 1) 
         The spans, in order.
 
     Raises:
-        ValueError: A tile too small for the overlap and multiple.
+        ValueError: A tile too small for the overlap and multiple (the rule of
+            :func:`~restorekit.inference.options.check_geometry`).
     """
-    _check_geometry(tile, overlap, multiple)
+    check_geometry(tile, overlap, multiple)
     if length < 1:
         raise ValueError(f"image size must be at least 1 pixel, got {length}")
     if tile is None:
@@ -71,12 +74,7 @@ def tile_layout(length: int, tile: int | None, overlap: int, multiple: int = 1) 
     if length <= size:
         return [(0, length)]
     stride = size - 3 * overlap
-    stride -= stride % multiple
-    if stride < 1:
-        raise ValueError(
-            f"tile={tile} leaves no room to advance with overlap={overlap} and multiple={multiple}; "
-            f"tiles share 3 × overlap pixels, so use tile > {3 * overlap + multiple}"
-        )
+    stride -= stride % multiple  # at least `multiple`: check_geometry guarantees it
     starts = list(range(0, length - size, stride))
     # The last tile ends on the border; its start is rounded up to a multiple so that it stays aligned
     # with the whole-image sampling grid of models that downsample.
@@ -111,9 +109,9 @@ def tiled_apply(
     image: torch.Tensor,
     *,
     scale: int,
-    tile: int | None = 512,
-    overlap: int = 32,
-    batch_size: int = 4,
+    tile: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
@@ -161,7 +159,7 @@ def tiled_apply(
         raise ValueError(f"scale must be a positive integer, got {scale!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    _check_geometry(tile, overlap, multiple)
+    check_geometry(tile, overlap, multiple)
     _, height, width = image.shape
     device = torch.device(device)
 
@@ -215,15 +213,6 @@ def _runs_whole(height: int, width: int, tile: int | None, multiple: int) -> boo
         return True
     size = tile - tile % multiple
     return size >= height and size >= width
-
-
-def _check_geometry(tile: int | None, overlap: int, multiple: int) -> None:
-    if multiple < 1:
-        raise ValueError(f"multiple must be at least 1, got {multiple}")
-    if overlap < 0:
-        raise ValueError(f"overlap must be non-negative, got {overlap}")
-    if tile is not None and tile < max(1, multiple):
-        raise ValueError(f"tile must be at least max(1, multiple={multiple}), got {tile}")
 
 
 def _axis_weights(spans: Sequence[_Span], length: int, overlap: int, scale: int) -> list[torch.Tensor]:
