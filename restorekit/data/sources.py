@@ -140,7 +140,7 @@ def sr_pairs(
         DataError: missing folders, unmatched names, or none of *include* found.
     """
     folders = [hr] if isinstance(hr, (str, Path)) else list(hr)
-    if lr is not None and len(folders) != 1:
+    if lr is not None and (len(folders) != 1 or not isinstance(lr, (str, Path))):
         raise DataError(f"{key}: paired lr/hr data takes one folder each")
     pairs: list[ImagePair] = []
     for folder in folders:

@@ -17,29 +17,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from restorekit.data.datasets import CropDataset, check_readable
+from restorekit.data.crops import PairedCrops
 from restorekit.data.degradations import DegradationPipeline
-from restorekit.data.folders import DataError, list_images, resolve_data_path
+from restorekit.data.folders import DataError
 from restorekit.data.images import load_rgb
-from restorekit.data.pairs import find_pairs, lr_folder
+from restorekit.data.pairs import lr_folder
 from restorekit.data.resize import imresize
 from restorekit.metrics import psnr, ssim
-from restorekit.data.sources import edsr_hr_root, edsr_lr_root, sr_pairs, to_uint8
+from restorekit.data.sources import check_readable, edsr_hr_root, edsr_lr_root, sr_pairs, to_uint8
 from restorekit.tasks.base import EvalSet, Task
-
-
-def _files(folders: str | list[str], *, include: list[str] | None) -> list[Path]:
-    folder_list = [folders] if isinstance(folders, str) else list(folders)
-    files: list[Path] = []
-    for folder in folder_list:
-        found = list_images(resolve_data_path(folder))
-        if include:
-            wanted = set(include)
-            found = [f for f in found if f.name in wanted or f.stem in wanted]
-            if not found:
-                raise DataError(f"{folder}: none of {', '.join(include)} found")
-        files += found
-    return files
 
 
 def round_to_8bit(x: Tensor) -> Tensor:
@@ -103,7 +89,7 @@ class SuperResolution(Task):
         cache: bool = False,
         skip_bad: bool = False,
         max_pixels: int | None = None,
-    ) -> CropDataset:
+    ) -> PairedCrops:
         """Random HR crops (and aligned LR crops when *lr* is given).
 
         Args:
@@ -117,14 +103,16 @@ class SuperResolution(Task):
             skip_bad: skip images that cannot be read (with a warning) instead of stopping.
             max_pixels: raise Pillow's decompression-bomb limit.
         """
-        if crop % self.scale or crop < self.scale:
-            raise DataError(f"data.train.crop: {crop} is not a positive multiple of the scale {self.scale}")
-        targets, sources = self._files(hr, lr, include, "data.train")
-        if sources is None:
-            targets = check_readable(targets, skip_bad=skip_bad)
-        return CropDataset(
-            targets, sources, crop=crop, scale=self.scale, flip=flip, rot90=rot90,
-            cache=cache, skip_bad=skip_bad, max_pixels=max_pixels,
+        s = self._need_scale()
+        if crop % s or crop < s:
+            raise DataError(f"data.train.crop: {crop} is not a positive multiple of the scale {s}")
+        pairs = sr_pairs(hr, lr, scale=s, include=include, key="data.train")
+        if lr is None:
+            readable = set(check_readable([p.target for p in pairs], skip_bad=skip_bad))
+            pairs = [p for p in pairs if p.target in readable]
+        return PairedCrops(
+            pairs, crop=crop, scale=s, hflip=flip, vflip=flip, rot90=rot90,
+            cache=cache, skip_bad=skip_bad, max_pixels=max_pixels, target_label="HR",
         )  # fmt: skip
 
     def val_data(
@@ -218,24 +206,10 @@ class SuperResolution(Task):
             raise ValueError(f"super_resolution has no baseline {name!r}; use 'bicubic'")
         return imresize(to_uint8(model_input), float(self._need_scale())).float() / 255.0
 
-    def _files(
-        self, hr: str | list[str], lr: str | list[str] | None, include: list[str] | None, key: str
-    ) -> tuple[list[Path], list[Path] | None]:
-        """HR files, and their LR files matched by name when *lr* is given."""
-        if lr is None:
-            return _files(hr, include=include), None
-        if not isinstance(hr, str) or not isinstance(lr, str):
-            raise DataError(f"{key}: paired lr/hr data takes one folder each")
-        pairs = find_pairs(resolve_data_path(hr), resolve_data_path(lr), scale=self.scale)
-        if include:
-            pairs = [p for p in pairs if p[0].name in include or p[0].stem in include]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
     def downscale(self, hr: Tensor) -> Tensor:
         """MATLAB-bicubic LR of *hr*, rounded to 8 bits (HR sides must be multiples of the scale)."""
-        if self.scale == 1:
-            return hr
-        return round_to_8bit(imresize(hr, 1 / self.scale))
+        s = self._need_scale()
+        return hr if s == 1 else round_to_8bit(imresize(hr, 1 / s))
 
     def make_batch(
         self, batch: dict[str, Tensor], device: torch.device, *, training: bool = True
@@ -261,7 +235,7 @@ class SuperResolution(Task):
 
     def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
         """LR (nearest-neighbour enlarged) | output | HR, one (3, H, 3W) image."""
-        lr_big = F.interpolate(model_input[:1].float(), scale_factor=self.scale, mode="nearest")[0]
+        lr_big = F.interpolate(model_input[:1].float(), scale_factor=self._need_scale(), mode="nearest")[0]
         h, w = target.shape[-2], target.shape[-1]
         parts = [lr_big[:, :h, :w], output[0].float()[:, :h, :w], target[0].float()]
         return torch.cat([p.clamp(0, 1).cpu() for p in parts], dim=-1)
