@@ -164,65 +164,99 @@ def _first_line(exc: BaseException) -> str:
 # --- converting -------------------------------------------------------------------------------------
 
 
-def convert_checkpoint(path: str | Path) -> tuple[nn.Module, WeightInfo]:
+def convert_checkpoint(path: str | Path, *, hints: Mapping[str, Any] | None = None) -> tuple[nn.Module, WeightInfo]:
     """Read a foreign checkpoint and rebuild its network with restorekit's implementation.
 
     Args:
         path: a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.safetensors`` checkpoint.
+        hints: what the user knows about the file, for converters that cannot tell from shapes:
+            ``scale`` (int) and ``arch`` (a generator name). The answer must agree with them.
 
     Returns:
         The network (eval mode, CPU) with the checkpoint's weights loaded strictly, and the
-        :class:`~restorekit.weights.WeightInfo` to save it with; ``extra`` records ``source_file``,
-        ``source_layout`` and ``source_sha256``.
+        :class:`~restorekit.weights.WeightInfo` to save it with (its descriptor included); ``extra``
+        records ``source_file``, ``source_layout``, ``source_sha256`` and the plugin that converted it.
 
     Raises:
-        ConvertError: the file cannot be read safely, no plugin recognises its keys, or the weights
-            do not fit the network the plugin chose.
+        ConvertError: the file cannot be read safely, no plugin recognises its keys (as the hinted
+            architecture), the weights do not fit the network the plugin chose, or it contradicts a hint.
 
     Example:
         >>> net, info = convert_checkpoint("RRDB_ESRGAN_x4.pth")  # doctest: +SKIP
         >>> info.name, info.scale, info.extra["source_layout"]  # doctest: +SKIP
         ('rrdbnet', 4, 'esrgan-old')
     """
+    from restorekit.descriptor import DescriptorError, describe
     from restorekit.plugins import get_plugins
     from restorekit.registry import RegistryError
 
     path = Path(path)
+    hints = _check_hints(hints or {}, path)
     state = read_foreign_state(path)
     plugins = get_plugins()
-    answer = plugins.convert_state_dict(state, str(path))
-    if answer is None:
+    found = plugins.convert_state_dict(state, str(path), hints)
+    if found is None:
         converters = sorted({impl.plugin_name for impl in plugins.pm.hook.convert_state_dict.get_hookimpls()})
         keys = ", ".join(list(state)[:4])
+        what = f"as '{hints['arch']}' " if "arch" in hints else ""
         raise ConvertError(
-            f"{path}: no plugin recognises this checkpoint ({len(state)} tensors, keys such as {keys}); "
+            f"{path}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
             f"layouts are known to plugin(s): {', '.join(converters) or 'none'}"
         )
+    converter, answer = found
     name, args, converted, layout = _unpack_answer(answer, path)
 
     generators = plugins.registry("generators")
     try:
         component = generators.get(name)
         network = generators.build(name, **args)
+        descriptor = describe(component, args, network)
     except RegistryError as exc:
+        raise ConvertError(f"{path}: {exc}") from None
+    except DescriptorError as exc:
         raise ConvertError(f"{path}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise ConvertError(f"{path}: cannot build '{name}' with {args}: {exc}") from None
+    if "scale" in hints and descriptor.scale != hints["scale"]:
+        raise ConvertError(
+            f"{path}: plugin '{converter}' reads it as a x{descriptor.scale} '{name}', but scale {hints['scale']} "
+            "was given; check the file or the --scale hint"
+        )
     try:
         load_state(network, converted, path)
     except WeightsError as exc:
         raise ConvertError(str(exc)) from None
 
-    info = WeightInfo(
-        name=name,
-        args=dict(args),
-        kind="generator",
-        plugin=component.plugin,
-        task=str(component.info.get("task", "")),
-        scale=int(getattr(network, "scale", 1)),
-        extra={"source_file": path.name, "source_layout": layout, "source_sha256": sha256_file(path)},
+    info = WeightInfo.of(
+        descriptor,
+        extra={
+            "source_file": path.name,
+            "source_layout": layout,
+            "source_sha256": sha256_file(path),
+            "converted_by": converter,
+        },
     )
     return network.eval(), info
+
+
+def _check_hints(hints: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """Only the known hints, of the right types; a one-line error names a bad one."""
+    unknown = sorted(set(hints) - {"scale", "arch"})
+    if unknown:
+        raise ConvertError(f"{path}: unknown conversion hint(s) {', '.join(unknown)}; known: scale, arch")
+    out = {k: v for k, v in hints.items() if v is not None}
+    scale = out.get("scale")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16):
+        raise ConvertError(f"{path}: the scale hint must be an integer from 1 to 16, got {scale!r}")
+    if "arch" in out:
+        from restorekit.plugins import registry
+
+        if not isinstance(out["arch"], str) or out["arch"] not in registry("generators"):
+            from restorekit.registry import UnknownComponentError
+
+            known = registry("generators").names()
+            raise ConvertError(f"{path}: {UnknownComponentError('generators', str(out['arch']), known)}")
+    return out
 
 
 def _unpack_answer(answer: Any, path: Path) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], str]:
@@ -252,13 +286,20 @@ def default_output(src: str | Path) -> Path:
     return src.with_suffix(SAFETENSORS_SUFFIX)
 
 
-def convert_file(src: str | Path, dst: str | Path | None = None, *, overwrite: bool = False) -> Path:
+def convert_file(
+    src: str | Path,
+    dst: str | Path | None = None,
+    *,
+    overwrite: bool = False,
+    hints: Mapping[str, Any] | None = None,
+) -> Path:
     """Convert a foreign checkpoint into a restorekit ``.safetensors`` file (written atomically).
 
     Args:
         src: the foreign checkpoint.
         dst: the output; by default :func:`default_output` of *src*. Must end in ``.safetensors``.
         overwrite: replace an existing *dst*.
+        hints: ``scale`` / ``arch`` for converters that cannot tell from tensor shapes.
 
     Returns:
         The path written (:func:`restorekit.weights.read_info` shows what it says about itself).
@@ -281,6 +322,6 @@ def convert_file(src: str | Path, dst: str | Path | None = None, *, overwrite: b
         raise ConvertError(f"{dst}: is a directory")
     if dst.exists() and not overwrite:
         raise ConvertError(f"{dst}: already exists (use --overwrite to replace it)")
-    network, info = convert_checkpoint(src)
+    network, info = convert_checkpoint(src, hints=hints)
     save_weights(network, dst, info)
     return dst

@@ -66,10 +66,20 @@ def register_models(register: Any) -> None:
 
 
 @hookspec(firstresult=True)
-def convert_state_dict(state_dict: dict[str, Any], path: str) -> Any:
+def convert_state_dict(state_dict: dict[str, Any], path: str, hints: dict[str, Any]) -> Any:
     """Recognise a foreign checkpoint's state dict; first result wins.
 
     Return ``(generator_name, constructor_args, converted_state_dict)`` or ``(..., layout)`` where
     ``layout`` names the recognised key layout (stored as ``source_layout``), else ``None``. May raise
     :class:`restorekit.convert.ConvertError` for a recognised but unsupported variant.
+
+    ``hints`` holds what the user said about the file (``restore convert/apply --scale 3 --arch pan``):
+    ``scale`` (int) and ``arch`` (a generator name), each only when given. Use them where tensor shapes
+    cannot tell (PAN x2 and x3 have identical shapes); an implementation may leave the argument out
+    (``def convert_state_dict(state_dict, path)`` keeps working). restorekit checks the answer against
+    the hints, and with ``arch`` given only an answer naming that generator is taken.
+
+    Order: implementations are asked from the last registered to the first, so third-party plugins come
+    before restorekit's built-ins (which load first). ``@hookimpl(tryfirst=True)`` or ``trylast=True``
+    moves an implementation to the front or the back.
     """

@@ -204,9 +204,43 @@ class Plugins:
     def registry(self, kind: str) -> Registry:
         return self.registries[kind]
 
-    def convert_state_dict(self, state_dict: dict[str, Any], path: str) -> Any:
-        """Ask the plugins who can read a foreign checkpoint (first answer wins)."""
-        return self.pm.hook.convert_state_dict(state_dict=state_dict, path=path)
+    def convert_state_dict(
+        self, state_dict: dict[str, Any], path: str, hints: dict[str, Any] | None = None
+    ) -> tuple[str, Any] | None:
+        """Ask the plugins who can read a foreign checkpoint, in pluggy's call order; first answer wins.
+
+        Implementations are called one by one (rather than through the hook caller) so that an answer
+        can be attributed to its plugin, an ``arch`` hint can pass over answers naming another network,
+        and a plugin that raises something other than a ``ConvertError`` is named in the message.
+
+        Returns:
+            ``(plugin_name, answer)``, or None when no plugin recognises the keys.
+
+        Raises:
+            restorekit.convert.ConvertError: a plugin raised; the message names the plugin.
+        """
+        from restorekit.convert import ConvertError
+
+        hints = dict(hints or {})
+        arch = hints.get("arch")
+        values = {"state_dict": state_dict, "path": path, "hints": hints}
+        # pluggy keeps implementations in reverse call order (tryfirst/trylast already applied).
+        for impl in reversed(self.pm.hook.convert_state_dict.get_hookimpls()):
+            try:
+                answer = impl.function(*[values[name] for name in impl.argnames])
+            except ConvertError:
+                raise
+            except Exception as exc:  # a plugin's bug must not end in a traceback
+                raise ConvertError(
+                    f"{path}: plugin '{impl.plugin_name}' failed while reading the checkpoint "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
+            if answer is None:
+                continue
+            if arch is not None and not (isinstance(answer, tuple) and answer and answer[0] == arch):
+                continue  # recognised as another network; the user asked for `arch`
+            return impl.plugin_name, answer
+        return None
 
 
 def _env_names(var: str) -> set[str]:

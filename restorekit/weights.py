@@ -16,7 +16,13 @@ Metadata (all strings, as safetensors requires):
 ``recipe_digest``     SHA-256 of the resolved recipe
 ``metrics``           JSON of validation metrics, if any
 ``created``           ISO-8601 time
+``descriptor``        JSON of the :class:`~restorekit.descriptor.ModelDescriptor`: scale, channels,
+                      size multiple, half-precision support, tiling rule (written verbatim;
+                      ``name``/``args``/``task``/``scale`` above repeat it for older readers)
 ====================  ====================================================================
+
+Files written before descriptors existed are read too: their descriptor is derived once, when the
+network is rebuilt (:func:`load_network`).
 
 Nothing is unpickled: safetensors holds tensors only. Foreign ``.pth`` checkpoints are read with
 ``torch.load(weights_only=True)`` in :mod:`restorekit.convert`.
@@ -24,6 +30,7 @@ Nothing is unpickled: safetensors holds tensors only. Foreign ``.pth`` checkpoin
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
@@ -36,6 +43,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from restorekit._version import __version__
+from restorekit.descriptor import DescriptorError, ModelDescriptor, describe, describe_network
 from restorekit.fileio import atomic_path
 
 FORMAT = "restorekit"
@@ -62,6 +70,21 @@ class WeightInfo:
     metrics: dict[str, float] = field(default_factory=dict)
     created: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    descriptor: ModelDescriptor | None = None
+
+    @classmethod
+    def of(cls, descriptor: ModelDescriptor, **fields: Any) -> WeightInfo:
+        """Weight-file metadata for a network described by *descriptor* (name, args, task, scale from it)."""
+        return cls(
+            name=descriptor.name,
+            args=dict(descriptor.args),
+            kind=descriptor.kind,
+            plugin=descriptor.plugin,
+            task=descriptor.task,
+            scale=descriptor.scale,
+            descriptor=descriptor,
+            **fields,
+        )
 
     def to_metadata(self) -> dict[str, str]:
         meta = {
@@ -79,6 +102,8 @@ class WeightInfo:
             "metrics": json.dumps(self.metrics, sort_keys=True),
             "created": self.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if self.descriptor is not None:
+            meta["descriptor"] = self.descriptor.to_json()
         meta.update(self.extra)
         return meta
 
@@ -92,8 +117,16 @@ class WeightInfo:
         try:
             known = {
                 "format", "format_version", "kind", "name", "plugin", "args", "task", "scale", "restorekit",
-                "recipe_name", "recipe_digest", "metrics", "created",
+                "recipe_name", "recipe_digest", "metrics", "created", "descriptor",
             }
+            descriptor = None
+            if meta.get("descriptor"):
+                descriptor = ModelDescriptor.from_json(meta["descriptor"], str(path))
+                if descriptor.name != meta["name"]:
+                    raise WeightsError(
+                        f"{path}: damaged restorekit metadata (descriptor names '{descriptor.name}', "
+                        f"the file '{meta['name']}')"
+                    )
             return cls(
                 name=meta["name"],
                 args=json.loads(meta.get("args") or "{}"),
@@ -107,7 +140,10 @@ class WeightInfo:
                 metrics=json.loads(meta.get("metrics") or "{}"),
                 created=meta.get("created", ""),
                 extra={k: v for k, v in meta.items() if k not in known},
+                descriptor=descriptor,
             )
+        except DescriptorError as exc:
+            raise WeightsError(str(exc)) from None
         except (KeyError, ValueError) as exc:
             raise WeightsError(f"{path}: damaged restorekit metadata ({exc})") from None
 
@@ -121,6 +157,9 @@ def save_weights(module: nn.Module, path: str | Path, info: WeightInfo) -> Path:
         >>> save_weights(net, "net.safetensors", WeightInfo("srresnet", {"num_blocks": 2, "scale": 2}))  # doctest: +SKIP
     """
     path = Path(path)
+    if info.descriptor is None:
+        # Every file restorekit writes carries its descriptor; derive it here for hand-made WeightInfo.
+        info = dataclasses.replace(info, descriptor=descriptor_of(info, module))
     # Clone to CPU: safetensors refuses tensors that share storage, and the caller keeps training.
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -225,4 +264,33 @@ def load_network(path: str | Path) -> tuple[nn.Module, WeightInfo]:
     info = WeightInfo.from_metadata(meta, path)
     network = build_network(info)
     load_state(network, tensors, path)
+    if info.descriptor is None:  # written before descriptors existed: derive it once, here
+        info = dataclasses.replace(info, descriptor=descriptor_of(info, network))
     return network.eval(), info
+
+
+def descriptor_of(info: WeightInfo, network: nn.Module) -> ModelDescriptor:
+    """The descriptor of *network*, which *info* describes: the file's own record when it has one.
+
+    Otherwise (files from before descriptors, hand-made :class:`WeightInfo`) it is derived once from the
+    registration and the network (:func:`restorekit.descriptor.describe`); a network whose plugin is not
+    installed is described by its attributes alone. The task and scale *info* states win over derived ones.
+
+    Raises:
+        WeightsError: a stated fact is out of range.
+    """
+    if info.descriptor is not None:
+        return info.descriptor
+    from restorekit.plugins import registry
+
+    kind = "discriminators" if info.kind == "discriminator" else "generators"
+    try:
+        if info.name in registry(kind):
+            described = describe(registry(kind).get(info.name), info.args, network, task=info.task or None)
+        else:
+            described = describe_network(info.name, info.args, network, task=info.task, plugin=info.plugin)
+        if info.plugin and not described.plugin:
+            described = described.replace(plugin=info.plugin)
+        return described
+    except DescriptorError as exc:
+        raise WeightsError(str(exc)) from None

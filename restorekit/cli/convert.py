@@ -29,6 +29,12 @@ def convert(
         show_default=False,
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
+    scale: Optional[int] = typer.Option(  # noqa: UP007
+        None, "--scale", help="Hint: the checkpoint's scale, where tensor shapes cannot tell.", show_default=False
+    ),
+    arch: Optional[str] = typer.Option(  # noqa: UP007
+        None, "--arch", help="Hint: the generator (registry name) the checkpoint is for.", show_default=False
+    ),
 ) -> None:
     """Convert a community checkpoint into a restorekit .safetensors that rebuilds its network alone.
 
@@ -40,11 +46,14 @@ def convert(
       restore convert RRDB_ESRGAN_x4.pth
 
       restore convert RealESRGAN_x2plus.pth models/realesrgan-x2.safetensors --overwrite
+
+      restore convert PAN_x3.pth --arch pan --scale 3
     """
     from restorekit.convert import convert_file
     from restorekit.weights import read_info
 
-    out = convert_file(src, dst, overwrite=overwrite)
+    hints = {key: value for key, value in (("scale", scale), ("arch", arch)) if value is not None}
+    out = convert_file(src, dst, overwrite=overwrite, hints=hints)
     info = read_info(out)
     table = Table(show_header=False, title=f"{src} -> {out}", title_justify="left")
     table.add_column(style="bold")
@@ -54,6 +63,7 @@ def convert(
         ("arguments", json.dumps(info.args, sort_keys=True)),
         ("scale", f"x{info.scale}"),
         ("layout", info.extra.get("source_layout") or "-"),
+        ("converted by", f"plugin {info.extra.get('converted_by') or '?'}"),
         ("written", str(out)),
     ):
         table.add_row(key, Text(value))

@@ -43,6 +43,7 @@ def info(file: Path = typer.Argument(..., help="A restorekit .safetensors weight
         ("arguments", json.dumps(meta.args, sort_keys=True)),
         ("task", meta.task),
         ("scale", f"x{meta.scale}"),
+        ("model", _describe(meta.descriptor)),
         ("parameters", f"{params:,}"),
         ("recipe", f"{meta.recipe_name} (digest {meta.recipe_digest[:12]})" if meta.recipe_name else "-"),
         ("metrics", ", ".join(f"{k} {v:.4f}" for k, v in meta.metrics.items()) or "-"),
@@ -53,6 +54,19 @@ def info(file: Path = typer.Argument(..., help="A restorekit .safetensors weight
     for key, value in rows:
         table.add_row(key, Text(str(value)))
     console.print(table)
+
+
+def _describe(descriptor) -> str:  # noqa: ANN001 - a ModelDescriptor (always set by load_network)
+    if descriptor is None:
+        return "-"
+    half = [n for n, ok in (("fp16", descriptor.supports_fp16), ("bf16", descriptor.supports_bf16)) if ok]
+    parts = [
+        f"{descriptor.in_channels}->{descriptor.out_channels} channels",
+        f"sides multiple of {descriptor.size_multiple}",
+        f"half precision: {', '.join(half) or 'no'}",
+        f"tiling: {descriptor.tiling}" + (f" (margin {descriptor.tile_margin})" if descriptor.tile_margin else ""),
+    ]
+    return "; ".join(parts)
 
 
 @models_app.callback()

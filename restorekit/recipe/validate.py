@@ -10,7 +10,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from restorekit.descriptor import DescriptorError
 from restorekit.plugins import get_plugins
+from restorekit.recipe.components import ScaleMismatch, build_task, generator_descriptor, task_arguments
 from restorekit.recipe.loader import Problem, signature_keys
 from restorekit.recipe.schema import Recipe
 from restorekit.registry import Component, RegistryError
@@ -72,25 +74,31 @@ def check_components(recipe: Recipe, file: str) -> list[Problem]:
 
     problems: list[Problem] = []
 
-    task = None
-    comp = _lookup("tasks", recipe.task.name, "task.name", file, problems)
-    if comp and _check_args(comp, recipe.task.args, "task.args", file, problems):
-        try:
-            task = comp.build(**recipe.task.args)
-        except (ValueError, TypeError) as exc:
-            problems.append(Problem(file, "task.args", str(exc)))
-    if task is not None:
-        _check_settings(task.train_data, recipe.data.train, "data.train", file, problems)
-        _check_settings(task.val_data, recipe.data.val, "data.val", file, problems)
-
+    # The generator first: the task takes its scale from the generator's descriptor.
+    descriptor = None
     comp = _lookup("generators", recipe.generator.name, "generator.name", file, problems)
     if comp and _check_args(comp, recipe.generator.args, "generator.args", file, problems):
         net = _build_on_meta(comp, recipe.generator.args, "generator.args", file, problems)
-        scale = getattr(net, "scale", None)
-        if net is not None and task is not None and scale is not None and scale != task.scale:
-            problems.append(
-                Problem(file, "generator.args", f"the generator upscales x{scale} but the task expects x{task.scale}")
-            )
+        if net is not None:
+            try:
+                descriptor = generator_descriptor(recipe, net)
+            except DescriptorError as exc:
+                problems.append(Problem(file, "generator", str(exc)))
+
+    task = None
+    comp = _lookup("tasks", recipe.task.name, "task.name", file, problems)
+    if comp:
+        args = task_arguments(recipe, descriptor) if descriptor is not None else dict(recipe.task.args)
+        if _check_args(comp, args, "task.args", file, problems):
+            try:
+                task = build_task(recipe, descriptor) if descriptor is not None else comp.build(**args)
+            except ScaleMismatch as exc:
+                problems.append(Problem(file, "generator.args", str(exc)))
+            except (ValueError, TypeError) as exc:
+                problems.append(Problem(file, "task.args", str(exc)))
+    if task is not None:
+        _check_settings(task.train_data, recipe.data.train, "data.train", file, problems)
+        _check_settings(task.val_data, recipe.data.val, "data.val", file, problems)
 
     if recipe.discriminator is not None:
         comp = _lookup("discriminators", recipe.discriminator.name, "discriminator.name", file, problems)
