@@ -12,19 +12,17 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from restorekit.losses.base import is_adversarial
 from restorekit.plugins import registry
 from restorekit.recipe import recipe_digest, recipe_to_toml
-from restorekit.recipe.schema import OptimizerSpec, Recipe, ScheduleSpec
+from restorekit.recipe.schema import Recipe
 from restorekit.train import checkpoint as ckpt
 from restorekit.train.distributed import (
     DistEnv,
@@ -38,43 +36,18 @@ from restorekit.train.distributed import (
     sync_step,
 )
 from restorekit.train.errors import TrainingError
-from restorekit.train.optim import Schedule, build_optimizer
-from restorekit.train.reporting import MetricsLog, TrainProgress, save_preview, write_gif
-
-
-@dataclass
-class LossTerm:
-    label: str
-    weight: float
-    module: nn.Module
-    adversarial: bool
-
-
-@dataclass
-class TrainResult:
-    """What a finished run produced."""
-
-    run_dir: Path
-    weights: Path | None
-    step: int
-    metrics: dict[str, float] = field(default_factory=dict)
-    stored: Path | None = None
-
-
-def _build_losses(recipe: Recipe, device: torch.device) -> tuple[list[LossTerm], list[LossTerm]]:
-    """Loss modules for both sides; the same (name, args) on both sides shares one instance."""
-    shared: dict[str, nn.Module] = {}
-    sides = []
-    for terms in (recipe.losses.generator, recipe.losses.discriminator):
-        built = []
-        for label, term in terms.items():
-            key = json.dumps([term.name, term.args], sort_keys=True)
-            if key not in shared:
-                shared[key] = registry("losses").build(term.name, **term.args).to(device)
-            module = shared[key]
-            built.append(LossTerm(label, term.weight, module, is_adversarial(module)))
-        sides.append(built)
-    return sides[0], sides[1]
+from restorekit.train.finish import TrainResult, finish_run  # noqa: F401 - TrainResult re-exported
+from restorekit.train.networks import (
+    DISCRIMINATOR,
+    GENERATOR,
+    LossTerm,  # noqa: F401 - re-exported: its home was this module
+    TrainedNetwork,
+    attach_training,
+    load_network_state,
+    network_state,
+)
+from restorekit.train.reporting import MetricsLog, TrainProgress, save_preview
+from restorekit.train.validation import validate_network
 
 
 def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -121,52 +94,54 @@ class Trainer:
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         self.task = registry("tasks").build(recipe.task.name, **recipe.task.args)
-        self.generator = self._build_network("generators", recipe.generator.name, recipe.generator.args)
-        self.discriminator = (
-            self._build_network("discriminators", recipe.discriminator.name, recipe.discriminator.args)
-            if recipe.discriminator is not None
-            else None
+        modules = {GENERATOR: self._build_network("generators", recipe.generator.name, recipe.generator.args)}
+        if recipe.discriminator is not None:
+            modules[DISCRIMINATOR] = self._build_network(
+                "discriminators", recipe.discriminator.name, recipe.discriminator.args
+            )
+        #: Generator first, then the networks that judge it (the discriminator of GAN recipes).
+        self.networks: list[TrainedNetwork] = attach_training(
+            modules, recipe, self.device, amp=self.amp, distributed=self.env.enabled
         )
         if recipe.generator.init:
             self._init_generator(recipe.generator.init, strict=recipe.generator.init_strict)
-        self.g_terms, self.d_terms = _build_losses(recipe, self.device)
 
         self.ema = None
         if t.ema:
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
             self.ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
-
-        self.opt_g = build_optimizer(t.optim.get("generator", OptimizerSpec()), self.generator.parameters(), self.device)
-        self.sched_g = Schedule(self.opt_g, t.schedule.get("generator", ScheduleSpec()), t.steps)
-        self.opt_d = self.sched_d = None
-        if self.discriminator is not None:
-            self.opt_d = build_optimizer(
-                t.optim.get("discriminator", t.optim.get("generator", OptimizerSpec())),
-                self.discriminator.parameters(),
-                self.device,
-            )
-            self.sched_d = Schedule(
-                self.opt_d, t.schedule.get("discriminator", t.schedule.get("generator", ScheduleSpec())), t.steps
-            )
-        fp16 = self.amp == "fp16"
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=fp16)
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=fp16)
-
-        # DDP wraps the networks that train; `self.generator` stays the plain module for saving.
-        self.g_train: nn.Module = self.generator
-        self.d_train: nn.Module | None = self.discriminator
-        if self.env.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.g_train = DDP(self.generator, device_ids=ids)
-            if self.discriminator is not None:
-                self.d_train = DDP(self.discriminator, device_ids=ids)
-        if t.compile:
-            self.g_train = torch.compile(self.g_train)
         self.step = 0
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
         self.previews: list[Path] = []
+
+    # -- the networks -------------------------------------------------------------------------------
+
+    @property
+    def generator_slot(self) -> TrainedNetwork:
+        """The generator with its optimizer, schedule, scaler and loss terms."""
+        return self.networks[0]
+
+    @property
+    def critics(self) -> list[TrainedNetwork]:
+        """The networks that judge the generator (none, or the discriminator)."""
+        return self.networks[1:]
+
+    @property
+    def generator(self) -> nn.Module:
+        """The plain generator (not its DDP or compiled wrapper)."""
+        return self.networks[0].module
+
+    @property
+    def discriminator(self) -> nn.Module | None:
+        """The plain discriminator, or None for recipes without one."""
+        return self.critics[0].module if self.critics else None
+
+    @property
+    def opt_g(self) -> torch.optim.Optimizer:
+        """The generator's optimizer (its learning rate is logged)."""
+        return self.generator_slot.optimizer
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -233,26 +208,16 @@ class Trainer:
         )
 
     def state(self) -> dict[str, Any]:
-        models = {"generator": self.generator.state_dict()}
-        optimizers = {"generator": self.opt_g.state_dict()}
-        schedulers = {"generator": self.sched_g.state_dict()}
-        scalers = {"generator": self.scaler_g.state_dict()}
-        if self.discriminator is not None:
-            models["discriminator"] = self.discriminator.state_dict()
-            optimizers["discriminator"] = self.opt_d.state_dict()
-            schedulers["discriminator"] = self.sched_d.state_dict()
-            scalers["discriminator"] = self.scaler_d.state_dict()
+        """Everything a resumed run needs, in the checkpoint layout every version has written."""
+        sections = network_state(self.networks)
         if self.ema is not None:
-            models["ema"] = self.ema.state_dict()
+            sections["models"]["ema"] = self.ema.state_dict()
         return {
             "step": self.step,
             "recipe_digest": self.digest,
             "recipe": recipe_to_toml(self.recipe),
             "architecture": self.architecture(),
-            "models": models,
-            "optimizers": optimizers,
-            "schedulers": schedulers,
-            "scalers": scalers,
+            **sections,
             "rng": ckpt.capture_rng(),
             "best": dict(self.best),
             "last_val": dict(self.last_val),
@@ -260,6 +225,7 @@ class Trainer:
         }
 
     def load_state(self, payload: dict[str, Any], source: Path) -> None:
+        """Continue from a checkpoint's *payload* (read from *source*, named in messages)."""
         if payload.get("architecture") != self.architecture():
             raise TrainingError(
                 f"{source}: the checkpoint was trained with another architecture ({payload.get('architecture')}); "
@@ -267,20 +233,11 @@ class Trainer:
             )
         if payload.get("recipe_digest") != self.digest:
             self._say(f"[yellow]note:[/] the recipe changed since {source.name}; continuing with the new settings")
-        models = payload["models"]
-        self.generator.load_state_dict(models["generator"])
-        self.opt_g.load_state_dict(payload["optimizers"]["generator"])
-        self.sched_g.load_state_dict(payload["schedulers"]["generator"])
-        self.scaler_g.load_state_dict(payload["scalers"]["generator"])
-        if self.discriminator is not None:
-            self.discriminator.load_state_dict(models["discriminator"])
-            self.opt_d.load_state_dict(payload["optimizers"]["discriminator"])
-            self.sched_d.load_state_dict(payload["schedulers"]["discriminator"])
-            self.scaler_d.load_state_dict(payload["scalers"]["discriminator"])
+        load_network_state(self.networks, payload, str(source))
         if self.ema is not None:
-            if "ema" not in models:
+            if "ema" not in payload["models"]:
                 raise TrainingError(f"{source}: the checkpoint has no EMA weights but train.ema is set")
-            self.ema.load_state_dict(models["ema"])
+            self.ema.load_state_dict(payload["models"]["ema"])
         self.step = int(payload["step"])
         self.best = dict(payload.get("best", {}))
         self.last_val = dict(payload.get("last_val", {}))
@@ -296,17 +253,18 @@ class Trainer:
 
     # -- one step -----------------------------------------------------------------------------------
 
-    def _set_requires_grad(self, net: nn.Module | None, flag: bool) -> None:
-        if net is not None:
-            for p in net.parameters():
-                p.requires_grad_(flag)
-
-    def _clip_and_step(self, net: nn.Module, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        if self.recipe.train.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(net.parameters(), self.recipe.train.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+    def _weighted_loss(
+        self, net: TrainedNetwork, loss_of: Callable[[LossTerm], Tensor], logs: dict[str, Any], n: int
+    ) -> Tensor:
+        """The weighted sum of *net*'s loss terms; each term (and the total) averaged into *logs*."""
+        total = torch.zeros((), dtype=torch.float32, device=self.device)
+        for term in net.terms:
+            value = loss_of(term)
+            total = total + term.weight * value.float()
+            key = f"{net.prefix}{term.label}"
+            logs[key] = logs.get(key, 0) + value.detach().float() / n
+        logs[f"{net.prefix}total"] = logs.get(f"{net.prefix}total", 0) + total.detach() / n
+        return total
 
     def train_step(self, micro_batches: list[tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
         """One generator step (and its discriminator steps) over ``accumulate`` micro-batches."""
@@ -314,47 +272,45 @@ class Trainer:
         n = len(micro_batches)
         logs: dict[str, Tensor] = {}
         fakes: list[Tensor] = []
+        gen = self.generator_slot
 
-        self._set_requires_grad(self.discriminator, False)
-        self.opt_g.zero_grad(set_to_none=True)
+        for critic in self.critics:
+            critic.set_requires_grad(False)
+        gen.optimizer.zero_grad(set_to_none=True)
         for lr, hr in micro_batches:
             with _autocast(self.device, self.amp):
-                out = self.g_train(lr)
-                total = out.new_zeros((), dtype=torch.float32)
-                for term in self.g_terms:
-                    if term.adversarial:
-                        value = term.module.generator_loss(self.discriminator, hr, out)
-                    else:
-                        value = term.module(out, hr)
-                    total = total + term.weight * value.float()
-                    logs[f"g_{term.label}"] = logs.get(f"g_{term.label}", 0) + value.detach().float() / n
-            self.scaler_g.scale(total / n).backward()
-            logs["g_total"] = logs.get("g_total", 0) + total.detach() / n
+                out = gen.trains(lr)
+                total = self._weighted_loss(
+                    gen,
+                    lambda term: (
+                        term.module.generator_loss(self.discriminator, hr, out) if term.adversarial else term.module(out, hr)
+                    ),
+                    logs,
+                    n,
+                )
+            gen.scaler.scale(total / n).backward()
             fakes.append(out.detach())
-        self._clip_and_step(self.generator, self.opt_g, self.scaler_g)
+        gen.optimizer_step(t.grad_clip)
 
-        if self.discriminator is not None and self.d_terms:
-            self._set_requires_grad(self.discriminator, True)
+        for critic in (c for c in self.critics if c.terms):
+            critic.set_requires_grad(True)
             for _ in range(t.d_steps):
-                self.opt_d.zero_grad(set_to_none=True)
-                d_logs: dict[str, Tensor] = {}
+                critic.optimizer.zero_grad(set_to_none=True)
+                step_logs: dict[str, Tensor] = {}
                 for (_lr, hr), fake in zip(micro_batches, fakes):
                     with _autocast(self.device, self.amp):
-                        total = fake.new_zeros((), dtype=torch.float32)
-                        for term in self.d_terms:
-                            value = term.module.discriminator_loss(self.d_train, hr, fake)
-                            total = total + term.weight * value.float()
-                            d_logs[f"d_{term.label}"] = d_logs.get(f"d_{term.label}", 0) + value.detach().float() / n
-                    self.scaler_d.scale(total / n).backward()
-                    d_logs["d_total"] = d_logs.get("d_total", 0) + total.detach() / n
-                self._clip_and_step(self.discriminator, self.opt_d, self.scaler_d)
-            logs.update(d_logs)  # the last discriminator step's values
-            for term in self.d_terms:
+                        total = self._weighted_loss(
+                            critic, lambda term: term.module.discriminator_loss(critic.trains, hr, fake), step_logs, n
+                        )
+                    critic.scaler.scale(total / n).backward()
+                critic.optimizer_step(t.grad_clip)
+            logs.update(step_logs)  # the last discriminator step's values
+            for term in critic.terms:
                 penalty = getattr(term.module, "last_gradient_penalty", None)
                 if penalty is not None:
-                    logs["d_gradient_penalty"] = torch.as_tensor(penalty).detach()
-            self.sched_d.step()
-        self.sched_g.step()
+                    logs[f"{critic.prefix}gradient_penalty"] = torch.as_tensor(penalty).detach()
+            critic.schedule.step()
+        gen.schedule.step()
         if self.ema is not None:
             self.ema.update_parameters(self.generator)
         return logs
@@ -365,54 +321,35 @@ class Trainer:
         """The network to validate and save: the EMA copy when there is one."""
         return self.ema.module if self.ema is not None else self.generator
 
-    @torch.no_grad()
     def validate(self, log: MetricsLog | None) -> dict[str, float]:
+        """Score the eval network on ``data.val``, log it, track the best; {} without validation data."""
         if self.recipe.data.val is None or not self.main:
             return {}
-        net = self.eval_network()
-        was_training = net.training
-        net.eval()
-        dataset = self.task.val_data(**self.recipe.data.val)
-        totals: dict[str, float] = {}
-        baseline: dict[str, float] = {}
-        preview = None
-        for index in range(len(dataset)):
-            item = dataset[index]
-            batch = {k: v[None] for k, v in item.items() if isinstance(v, Tensor)}
-            inp, target = self.task.make_batch(batch, self.device, training=False)
-            out = net(inp.contiguous(memory_format=self.memory_format)).float().clamp(0, 1)
-            for key, value in self.task.metrics(out, target).items():
-                totals[key] = totals.get(key, 0.0) + value / len(dataset)
-            if not self.best:
-                for key, value in self.task.baseline_metrics(inp, target).items():
-                    baseline[key] = baseline.get(key, 0.0) + value / len(dataset)
-            if index == 0 and self.recipe.output.previews:
-                preview = self._preview_crop(net, inp, target)
-        net.train(was_training)
-        if baseline and log is not None:
-            log.write("baseline", self.step, baseline)
-            self._say("baseline (no model): " + ", ".join(f"{k} {v:.4f}" for k, v in baseline.items()))
+        r = self.recipe
+        result = validate_network(
+            self.task,
+            self.task.val_data(**r.data.val),
+            self.eval_network(),
+            device=self.device,
+            memory_format=self.memory_format,
+            baseline=not self.best,  # the baseline does not change: logged once per run
+            preview_size=r.output.preview_size if r.output.previews else None,
+        )
+        totals = result.metrics
+        if result.baseline and log is not None:
+            log.write("baseline", self.step, result.baseline)
+            self._say("baseline (no model): " + ", ".join(f"{k} {v:.4f}" for k, v in result.baseline.items()))
         if log is not None:
             log.write("val", self.step, totals)
         key = self.task.primary_metric
         if key in totals and totals[key] >= self.best.get(key, -math.inf):
             self.best = {**totals, "step": self.step}
         self.last_val = totals
-        if preview is not None:
+        if result.preview is not None:
             path = self.run_dir / "previews" / f"step_{self.step:08d}.png"
-            save_preview(preview, path)
+            save_preview(result.preview, path)
             self.previews.append(path)
         return totals
-
-    def _preview_crop(self, net: nn.Module, inp: Tensor, target: Tensor) -> Tensor:
-        size = self.recipe.output.preview_size
-        h, w = inp.shape[-2:]
-        top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-        crop = inp[..., top : top + size, left : left + size]
-        s = self.task.scale
-        tgt = target[..., top * s : (top + crop.shape[-2]) * s, left * s : (left + crop.shape[-1]) * s]
-        out = net(crop.contiguous(memory_format=self.memory_format)).float().clamp(0, 1)
-        return self.task.preview(crop, out, tgt)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -452,9 +389,8 @@ class Trainer:
         loader = self._loader(start_batch=self.step * t.accumulate)
         batches = iter(loader)
         stop = False
-        self.generator.train()
-        if self.discriminator is not None:
-            self.discriminator.train()
+        for net in self.networks:
+            net.module.train()
         if self.step == 0 and log is not None:
             self.validate(log)
         timer, timer_step, pixels = time.perf_counter(), self.step, 0
@@ -486,7 +422,7 @@ class Trainer:
                     throughput = {
                         "it_s": rate,
                         "hr_mpix_s": pixels * self.env.world_size / max(elapsed, 1e-9) / 1e6,
-                        "lr_g": self.opt_g.param_groups[0]["lr"],
+                        "lr_g": self.generator_slot.optimizer.param_groups[0]["lr"],
                     }
                     if log is not None:
                         log.write("train", self.step, {**values, **throughput})
@@ -509,64 +445,7 @@ class Trainer:
                 f"interrupted at step {self.step}; checkpoint written to "
                 f"{ckpt.checkpoint_path(self.ckpt_dir, self.step)}; continue with --resume"
             )
-        return self._finish(log)
-
-    def _finish(self, log: MetricsLog | None) -> TrainResult:
-        r = self.recipe
-        val = self.validate(log) if self.recipe.data.val is not None else {}
-        if self.step % r.output.checkpoint_every != 0:
-            self.save_checkpoint()
-        weights = stored = None
-        if self.main:
-            from restorekit.weights import WeightInfo, save_weights
-
-            gen_comp = registry("generators").get(r.generator.name)
-            info = WeightInfo(
-                name=r.generator.name,
-                args=r.generator.args,
-                plugin=gen_comp.plugin,
-                task=r.task.name,
-                scale=int(getattr(self.generator, "scale", self.task.scale)),
-                recipe_name=r.name,
-                recipe_digest=self.digest,
-                metrics=val,
-                extra={"steps": str(self.step)},
-            )
-            weights = save_weights(self.eval_network(), self.run_dir / f"{r.name}.safetensors", info)
-            if self.previews:
-                write_gif(self.previews, self.run_dir / "previews.gif")
-            self._before_after()
-            if r.output.store:
-                from restorekit.store import add_to_store
-
-                stored = add_to_store(r.name, weights, source="run")
-            if log is not None:
-                log.write("done", self.step, {"weights": str(weights), **val})
-                log.close()
-            self._say(f"[green]done[/] {self.step} steps; weights: {weights}" + (f" (stored as '{r.name}')" if stored else ""))
-        barrier(self.env)
-        return TrainResult(self.run_dir, weights, self.step, val, stored)
-
-    @torch.no_grad()
-    def _before_after(self) -> None:
-        """Baseline (bicubic or the blurred input) | restored, on the first validation image."""
-        if self.recipe.data.val is None:
-            return
-        dataset = self.task.val_data(**self.recipe.data.val)
-        if len(dataset) == 0:
-            return
-        item = dataset[0]
-        batch = {k: v[None] for k, v in item.items() if isinstance(v, Tensor)}
-        inp, target = self.task.make_batch(batch, self.device, training=False)
-        net = self.eval_network().eval()
-        out = net(inp).float().clamp(0, 1)
-        if self.task.scale > 1:
-            from restorekit.data.resize import imresize
-
-            base = imresize(inp.float(), float(self.task.scale)).clamp(0, 1)
-        else:
-            base = inp.float()
-        save_preview(torch.cat([base[0], out[0]], dim=-1).cpu(), self.run_dir / "before_after.png")
+        return finish_run(self, log)
 
 
 def train(
