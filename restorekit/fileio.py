@@ -16,30 +16,77 @@ TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]+\.tmp$")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str],
+    *,
+    make_parents: bool = True,
+    shared_permissions: bool = False,
+    sync_directory: bool = False,
+) -> Iterator[Path]:
     """Yield a temporary path beside *path*; rename it onto *path* only if the block succeeds.
 
-    The temporary file lives in the same folder (so the rename is atomic on POSIX and Windows),
-    is flushed to disk before the rename, and is removed on any error.
+    The temporary file (``.NAME.XXXXXXXX.tmp``, which :func:`remove_temporaries` recognises) lives in the
+    same folder (so the rename is atomic on POSIX and Windows), is flushed to disk before the rename, and
+    is removed on any error.
+
+    Args:
+        path: the file to write.
+        make_parents: create missing parent folders; when off, a missing folder raises ``OSError``.
+        shared_permissions: give the file the permissions a plain ``open`` would (0666 less the umask)
+            instead of ``mkstemp``'s owner-only 0600: for outputs that others in the folder read.
+        sync_directory: also fsync the folder after the rename, so that the rename itself survives a
+            power loss (best effort: not every platform can).
+
+    Raises:
+        OSError: the temporary file cannot be created, written or renamed.
 
     Example:
         >>> with atomic_path("out.png") as tmp:  # doctest: +SKIP
         ...     image.save(tmp, format="PNG")
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    directory = target.parent if str(target.parent) else Path(".")
+    if make_parents:
+        directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        if shared_permissions:
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    if sync_directory:
+        _fsync_directory(directory)
+
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    global _UMASK
+    if _UMASK is None:
+        # os.umask can only be read by setting it; do it once (not thread-safe, hence the cache).
+        current = os.umask(0o022)
+        os.umask(current)
+        _UMASK = current
+    return _UMASK
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Makes the rename itself durable; not possible on every platform/filesystem, so best effort.
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
