@@ -12,7 +12,10 @@ registered what, and keeps the registry unchanged when a plugin fails.
 ``register(name, target, description="", **info)`` takes a class or function with explicit keyword
 arguments, or a lazy ``"module:attr"`` string (give ``description`` then, so listing imports nothing).
 Known ``info`` keys: ``task`` (the task a generator is made for), ``tiny_args`` (a small configuration
-that restorekit's contract tests build) and ``test_size`` (the input side those tests use).
+that restorekit's contract tests build), ``test_size`` (the input side those tests use), and the facts
+of the model descriptor that hold for every configuration (``tiling``, ``size_multiple``,
+``supports_fp16``, ``supports_bf16``, ``tile_margin``, ...; see :mod:`restorekit.descriptor`, where a
+network attribute of the same name wins).
 """
 
 from __future__ import annotations
