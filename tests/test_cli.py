@@ -107,3 +107,32 @@ def test_models_add_and_list(weights, tmp_path):
     assert out.returncode == 0 and "mine" in out.stdout and "user" in out.stdout
     out = restore("models", "add", "bad", str(tmp_path / "nope.safetensors"), env_home=home)
     assert out.returncode == 1 and "no such file" in out.stderr
+
+
+def test_apply_and_eval_share_one_declaration_of_the_inference_flags():
+    """--tile/--overlap/--batch/--device/--precision: same names, defaults and help in both commands."""
+    import typer.main
+
+    from restorekit.cli import app
+    from restorekit.inference.options import CLI_NAMES, InferenceOptions
+
+    root = typer.main.get_command(app)
+    flags = set(CLI_NAMES.values())
+
+    def declared(command: str) -> dict[str, tuple]:
+        params = root.commands[command].params  # type: ignore[attr-defined]
+        return {p.opts[0]: (p.name, p.default, p.help) for p in params if p.opts[0] in flags}
+
+    apply_flags, eval_flags = declared("apply"), declared("eval")
+    assert set(apply_flags) == flags and apply_flags == eval_flags
+    assert apply_flags["--batch"][1] == InferenceOptions().batch_size
+    assert apply_flags["--precision"][1] == InferenceOptions().precision
+    assert apply_flags["--tile"][1] is None  # not given: the model decides (see InferenceOptions.tile)
+
+
+def test_eval_usage_errors_name_the_flag():
+    out = restore("eval", "-m", "bicubic", "--data", ".", "--scale", "2", "--tile", "30", "--overlap", "12")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--tile 30 must be larger than 3 × --overlap (36)" in " ".join(out.stderr.split())
+    out = restore("eval", "-m", "bicubic", "--data", ".", "--scale", "2", "--precision", "fp8")
+    assert out.returncode == 2 and "--precision must be one of auto, fp32, fp16, bf16" in " ".join(out.stderr.split())

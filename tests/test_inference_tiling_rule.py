@@ -65,8 +65,9 @@ class Tap(nn.Module):
 
 
 def register_generators(register):  # type: ignore[no-untyped-def]
-    register("globalpool_test", GlobalPoolNet, "test: global pooling", task="super_resolution", tiling="whole_image_only")
-    register("tilewarn_test", GlobalPoolNet, "test: tiles with warning", task="super_resolution", tiling="tile_with_warning")
+    sr = {"task": "super_resolution"}
+    register("globalpool_test", GlobalPoolNet, "test: global pooling", tiling="whole_image_only", **sr)
+    register("tilewarn_test", GlobalPoolNet, "test: tiles with warning", tiling="tile_with_warning", **sr)
 
 
 @pytest.fixture()

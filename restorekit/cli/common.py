@@ -69,6 +69,10 @@ def handle_errors(func: F) -> F:
                 count = len(exc.problems)
                 err_console.print(f"{count} problem{'s' if count != 1 else ''} found; nothing was run")
                 raise typer.Exit(EXIT_USAGE) from None
+            options_mod = sys.modules.get("restorekit.inference.options")
+            if options_mod is not None and isinstance(exc, options_mod.InferenceOptionsError):
+                # Options a network cannot run with are usage errors, spelled with the flags as typed.
+                fail(exc.render(options_mod.CLI_NAMES), EXIT_USAGE)
             if isinstance(exc, _expected_errors()):
                 fail(str(exc) if not isinstance(exc, OSError) or not exc.filename else _os_message(exc))
             raise

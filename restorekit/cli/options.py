@@ -36,9 +36,8 @@ _DEFAULTS = InferenceOptions()
 
 def _option(name: str, default: Any, annotation: Any, **info: Any) -> inspect.Parameter:
     """A keyword-only command parameter carrying a typer option named as in :data:`CLI_NAMES`."""
-    return inspect.Parameter(
-        name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(default, CLI_NAMES[name], **info), annotation=annotation
-    )
+    option = typer.Option(default, CLI_NAMES[name], **info)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
 # tile and overlap take None on the command line for "not given", which InferenceOptions calls "auto":
@@ -71,7 +70,10 @@ _PARAMETERS = (
         show_default=False,
     ),
     _option(
-        "precision", _DEFAULTS.precision, str, help=f"{'|'.join(PRECISIONS)} (auto: half on CUDA where the model allows)."
+        "precision",
+        _DEFAULTS.precision,
+        str,
+        help=f"{'|'.join(PRECISIONS)} (auto: half on CUDA where the model allows).",
     ),
 )
 _NAMES = tuple(p.name for p in _PARAMETERS)
