@@ -1,20 +1,21 @@
-"""Benchmark evaluation: PSNR/SSIM of a model (or a baseline) on a folder, under the published protocols.
+"""Benchmark evaluation: a model (or a baseline) scored on a folder under its task's published protocol.
 
-Super-resolution follows the protocol behind the published tables (Set5, Set14, BSD100, ...):
+Nothing here knows a particular task. The task is looked up in the registry — the model's own (from its
+weight metadata), the one asked for, or the one a baseline belongs to — and supplies the protocol:
+which folder layouts it reads and how missing inputs are made (``Task.benchmark``), its baselines and
+its metrics. The images are then scored by :func:`restorekit.evaluation.loop.run_benchmark`, the loop
+``Trainer.validate`` uses too, so a run's validation numbers equal ``restore eval`` on its weights.
 
-- the HR image is cropped to a multiple of the scale;
-- the LR input is the shipped LR file when an LR folder is given (EDSR layout ``LR_bicubic/X4/NAMEx4.png``
-  understood), otherwise MATLAB's bicubic ``imresize(hr, 1/scale)`` of the 8-bit HR, in MATLAB's ``uint8``
-  arithmetic (which reproduces the shipped files bit for bit);
-- the output (the model's, or MATLAB's bicubic upscale for the ``bicubic`` baseline) is rounded to 8 bits;
-- PSNR and SSIM on the BT.601 luma with ``scale`` border pixels shaved, and PSNR over RGB.
+For the built-in tasks that means, as in the published tables:
 
-Deblurring follows the GoPro protocol: RGB PSNR and SSIM of the 8-bit output against the sharp image, no
-border shaved. The ``identity`` baseline scores the blurred input itself.
+- super-resolution: HR cropped to a multiple of the scale; LR from the shipped files (EDSR layout
+  understood) or MATLAB's bicubic ``imresize(hr, 1/scale)`` in ``uint8`` arithmetic; PSNR/SSIM on the
+  BT.601 luma with ``scale`` border pixels shaved, and RGB PSNR; baseline ``bicubic``;
+- deblurring (GoPro): RGB PSNR/SSIM against the sharp image, no border; baseline ``identity`` (``none``):
+  the blurred input itself.
 
-Models run through :class:`~restorekit.inference.model.RestorationModel` (tiled, any size), so a network
-from a third-party plugin is evaluated exactly like a built-in one. The mean is the plain average of the
-per-image values, as in the papers.
+Models run through :class:`~restorekit.inference.model.RestorationModel` (tiled, any size). The mean is
+the plain average of the per-image values, as in the papers.
 
 Example:
     >>> from restorekit.evaluation import evaluate
@@ -25,120 +26,94 @@ Example:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from restorekit.evaluation.loop import run_benchmark
+from restorekit.evaluation.result import EvaluationResult
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from restorekit.inference.model import RestorationModel
-
-__all__ = [
-    "BASELINES",
-    "METRICS",
-    "TASKS",
-    "EvaluationError",
-    "EvaluationResult",
-    "ImageScore",
-    "evaluate",
-    "evaluate_deblurring",
-    "evaluate_super_resolution",
-]
-
-#: Names that stand for a baseline instead of a model, with the task each belongs to.
-BASELINES: dict[str, str] = {"bicubic": "super_resolution", "identity": "deblurring", "none": "deblurring"}
-
-TASKS = ("super_resolution", "deblurring")
-
-#: The metrics reported per task, in table order.
-METRICS: dict[str, tuple[str, ...]] = {
-    "super_resolution": ("psnr_y", "ssim_y", "psnr_rgb"),
-    "deblurring": ("psnr", "ssim"),
-}
+    from restorekit.tasks.base import Task
 
 Progress = Callable[[int, int], None]
+
+
+class InputFolder(NamedTuple):
+    """An input-folder argument of :func:`evaluate` that belongs to one task."""
+
+    task: str
+    option: str  # how the CLI spells it
+    what: str  # how messages name it
+    images: str
+
+
+#: ``evaluate``'s task-specific input-folder arguments (``inputs`` serves every task).
+INPUT_FOLDERS: dict[str, InputFolder] = {
+    "lr_dir": InputFolder("super_resolution", "--lr-dir", "an LR folder", "LR images"),
+    "blur_dir": InputFolder("deblurring", "--blur-dir", "a blurred-image folder", "blurred images"),
+}
+
+
+def _folder_of(task: str) -> InputFolder | None:
+    return next((f for f in INPUT_FOLDERS.values() if f.task == task), None)
 
 
 class EvaluationError(ValueError):
     """Evaluation settings that do not fit together (task, scale, model, folders); one-line message."""
 
 
-@dataclass
-class ImageScore:
-    """The metrics of one evaluated image.
-
-    Attributes:
-        name: The image's name (path below the data folder, without suffix).
-        metrics: Metric name to value (``psnr_y``, ``ssim_y``, ``psnr_rgb`` or ``psnr``, ``ssim``).
-    """
-
-    name: str
-    metrics: dict[str, float]
+# --- what the registry offers --------------------------------------------------------------------
 
 
-@dataclass
-class EvaluationResult:
-    """Per-image metrics of one evaluation run and how they were obtained.
+def _task_classes() -> dict[str, Any]:
+    """Registered task name -> its class (or factory), in registration order."""
+    from restorekit.plugins import registry
 
-    Attributes:
-        task: ``super_resolution`` or ``deblurring``.
-        model: The model's name (``bicubic``/``identity`` for the baselines).
-        scale: The upscaling factor (1 for deblurring).
-        data: The folder of reference (HR or sharp) images.
-        images: One :class:`ImageScore` per image, in file order.
-        settings: The protocol and inference settings (LR source, border, tiling, device, ...).
-    """
-
-    task: str
-    model: str
-    scale: int
-    data: str
-    images: list[ImageScore]
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """The metrics of this task, in table order."""
-        return METRICS[self.task]
-
-    @property
-    def mean(self) -> dict[str, float]:
-        """The average of every metric over the images (NaN when there are none)."""
-        count = len(self.images)
-        return {
-            key: (sum(image.metrics[key] for image in self.images) / count if count else math.nan)
-            for key in self.metric_names
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary; non-finite values (identical images give infinite PSNR) become None."""
-        return {
-            "task": self.task,
-            "model": self.model,
-            "scale": self.scale,
-            "data": self.data,
-            "settings": dict(self.settings),
-            "count": len(self.images),
-            "images": [{"name": im.name, **{k: _finite(v) for k, v in im.metrics.items()}} for im in self.images],
-            "mean": {k: _finite(v) for k, v in self.mean.items()},
-        }
+    return {component.name: component.factory for component in registry("tasks")}
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def task_names() -> tuple[str, ...]:
+    """Every registered task (a task without a benchmark protocol is refused when evaluated)."""
+    from restorekit.plugins import registry
+
+    return tuple(registry("tasks").names())
+
+
+def baseline_owners() -> dict[str, str]:
+    """Baseline name -> the (first registered) task that declares it, e.g. ``{"bicubic": "super_resolution"}``."""
+    owners: dict[str, str] = {}
+    for name, factory in _task_classes().items():
+        for baseline in getattr(factory, "baselines", ()):
+            owners.setdefault(baseline, name)
+    return owners
+
+
+def task_metrics() -> dict[str, tuple[str, ...]]:
+    """Task name -> its metrics in table order (as the task class declares them)."""
+    return {name: tuple(getattr(factory, "metric_names", ())) for name, factory in _task_classes().items()}
+
+
+def _takes_scale(task: str) -> bool:
+    """Whether the registered task changes the image size by a ``scale`` it is built with."""
+    from restorekit.plugins import registry
+
+    return "scale" in registry("tasks").get(task).parameters()
+
+
+def _words(task: str) -> str:
+    return task.replace("_", "-")
 
 
 # --- choosing what to evaluate -------------------------------------------------------------------
 
 
-def _resolve_model(model: RestorationModel | str, name: str | None = None) -> tuple[str, RestorationModel | None]:
+def _resolve_model(model: RestorationModel | str, name: str | None) -> tuple[str, RestorationModel | None]:
     """``(name, model)``; the model is None for a baseline name."""
     if isinstance(model, str):
         key = model.strip().lower()
-        if key in BASELINES and not Path(model).is_file():
+        if key in baseline_owners() and not Path(model).expanduser().is_file():
             return key, None
         from restorekit.inference.model import RestorationModel
 
@@ -150,29 +125,92 @@ def _resolve_model(model: RestorationModel | str, name: str | None = None) -> tu
     return label, net
 
 
-def _task_of(name: str, model: RestorationModel | None, task: str | None) -> str:
+def _baseline_mismatch(name: str, task: str) -> str:
+    owner = baseline_owners()[name]
+    own = getattr(_task_classes().get(task), "baselines", ())
+    instead = f"use {' or '.join(repr(b) for b in own)}" if own else "it has no baseline"
+    return f"'{name}' is the {_words(owner)} baseline; for {_words(task)} {instead}"
+
+
+def _choose_task(name: str, model: RestorationModel | None, task: str | None) -> str:
+    """The registered task to evaluate with: asked for, the model's own, or the baseline's owner."""
+    known = task_names()
     if task is not None:
-        if task not in TASKS:
-            raise EvaluationError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
-        if model is None and BASELINES[name] != task:
-            raise EvaluationError(_baseline_mismatch(name))
+        if task not in known:
+            raise EvaluationError(f"unknown task {task!r}; use one of {', '.join(known)}")
+        if model is None and name not in getattr(_task_classes()[task], "baselines", ()):
+            raise EvaluationError(_baseline_mismatch(name, task))
         return task
     if model is None:
-        return BASELINES[name]
-    if model.task in TASKS:
+        return baseline_owners()[name]
+    if model.task in known:
         return model.task
-    if model.scale > 1:
-        return "super_resolution"
+    scaling = [t for t in known if _takes_scale(t)]
+    if model.scale > 1 and len(scaling) == 1:  # weights without task metadata that upscale
+        return scaling[0]
     raise EvaluationError(
         f"model '{name}' does not say its task (weights without task metadata); give the task "
-        f"({' or '.join(TASKS)})"
+        f"({' or '.join(known)})"
     )
 
 
-def _baseline_mismatch(name: str) -> str:
-    if BASELINES[name] == "super_resolution":
-        return f"'{name}' is the super-resolution baseline; for deblurring use 'identity'"
-    return f"'{name}' is the deblurring baseline (the blurred input itself); for super-resolution use 'bicubic'"
+def _check_folders(task: str, folders: dict[str, Any]) -> str | Path | None:
+    """The input folder given for *task*; one that belongs to another task is an error."""
+    given = {key: value for key, value in folders.items() if value is not None}
+    for key in given:
+        folder, fitting = INPUT_FOLDERS[key], _folder_of(task)
+        if folder.task != task:
+            hint = f"; use {fitting.option} for {fitting.images}" if fitting else ""
+            raise EvaluationError(f"{folder.what} ({folder.option}) is for {_words(folder.task)}{hint}")
+    return next(iter(given.values()), None)
+
+
+def _check_scale(task: str, name: str, model: RestorationModel | None, scale: int | None) -> int:
+    """The scale to build *task* with (1 for a task that keeps the size)."""
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise EvaluationError(f"scale must be a positive integer, got {scale!r}")
+    if not _takes_scale(task):
+        if scale not in (None, 1):
+            raise EvaluationError(f"{_words(task)} keeps the image size; scale {scale} does not apply")
+        if model is not None and model.scale != 1:
+            scaling = [t for t in task_names() if _takes_scale(t)]
+            hint = f" (evaluate it with --task {scaling[0]})" if scaling else ""
+            raise EvaluationError(
+                f"model '{name}' upscales x{model.scale}; {_words(task)} evaluation needs a model that keeps "
+                f"the size{hint}"
+            )
+        return 1
+    if model is None:
+        if scale is None:
+            raise EvaluationError(f"the {name} baseline needs a scale (--scale 2, 3, 4, ...)")
+        if scale < 2:
+            raise EvaluationError(f"the {name} baseline needs a scale of 2 or more, got {scale}")
+        return scale
+    if model.scale < 2:
+        keeping = [t for t in task_names() if not _takes_scale(t)]
+        hint = f": evaluate it as {keeping[0]} (--task {keeping[0]})" if keeping else ""
+        raise EvaluationError(f"model '{name}' keeps the image size (scale 1){hint}")
+    if scale is not None and scale != model.scale:
+        raise EvaluationError(f"scale {scale} was asked, but model '{name}' upscales x{model.scale}")
+    return model.scale
+
+
+def _build_task(task: str, scale: int) -> Task:
+    from restorekit.plugins import registry
+
+    built = registry("tasks").build(task, **({"scale": scale} if _takes_scale(task) else {}))
+    if type(built).benchmark is _base_benchmark():
+        raise EvaluationError(f"task '{task}' does not define a benchmark protocol (Task.benchmark); it cannot be evaluated")
+    return built
+
+
+def _base_benchmark() -> Any:
+    from restorekit.tasks.base import Task
+
+    return Task.benchmark
+
+
+# --- evaluating ----------------------------------------------------------------------------------
 
 
 def evaluate(
@@ -186,30 +224,35 @@ def evaluate(
     max_pixels: int | None = None,
     progress: Progress | None = None,
     name: str | None = None,
+    inputs: str | Path | None = None,
 ) -> EvaluationResult:
-    """Evaluate a model or a baseline on a benchmark folder, with the task's published protocol.
+    """Evaluate a model or a baseline on a benchmark folder, with its task's published protocol.
 
     Args:
         model: A loaded :class:`~restorekit.inference.model.RestorationModel`, a model-store name or weight
-            file (loaded with default settings), or a baseline: ``"bicubic"`` (super-resolution),
-            ``"identity"`` / ``"none"`` (deblurring: the blurred input itself).
-        data: HR folder (or an EDSR root holding ``HR/``) for super-resolution; the sharp folder, or a
-            GoPro root with ``blur/`` and ``sharp/``, for deblurring.
-        task: ``"super_resolution"`` or ``"deblurring"``; default: the model's (the baseline's) task.
+            file (loaded with default settings), or the name of a task's baseline (``"bicubic"`` for
+            super-resolution, ``"identity"`` / ``"none"`` for deblurring, or a plugin task's).
+        data: The reference folder, or a benchmark root the task understands (an EDSR root with ``HR/``,
+            a GoPro root with ``blur/`` and ``sharp/``).
+        task: A registered task name; default: the model's task (the baseline's).
         lr_dir: Folder of LR inputs matched by name (``NAMExS`` and an ``XS`` sub-folder understood); None
             makes them with MATLAB bicubic. Super-resolution only.
         blur_dir: Folder of blurred inputs matched by name. Deblurring only.
-        scale: Needed for ``bicubic``; for a model, if given, it must be the model's scale.
+        scale: Needed for a baseline of a task that upscales; for a model, if given, it must be the
+            model's scale.
         max_pixels: Raise the decompression-bomb limit for large images.
         progress: Called as ``progress(done_images, total_images)`` after every image.
         name: What to call the model in the result and in messages; default: the name it was given by, or
             its network's name.
+        inputs: Folder of model inputs matched by name, for any task (what *lr_dir* / *blur_dir* are for
+            the built-in ones).
 
     Returns:
         The per-image metrics and their mean.
 
     Raises:
-        EvaluationError: Settings that contradict each other (task, scale, folders, baseline).
+        EvaluationError: Settings that contradict each other (task, scale, folders, baseline), or a task
+            without a benchmark protocol.
         restorekit.data.folders.DataError: Missing folders, unmatched names, or images that do not fit.
         restorekit.data.images.ImageReadError: An image cannot be read.
         FileNotFoundError: No model of that name or file.
@@ -220,16 +263,37 @@ def evaluate(
         ['psnr', 'ssim']
     """
     name, net = _resolve_model(model, name)
-    chosen = _task_of(name, net, task)
-    if chosen == "super_resolution":
-        if blur_dir is not None:
-            raise EvaluationError("a blurred-image folder (--blur-dir) is for deblurring; use --lr-dir for LR images")
-        return _evaluate_sr(name, net, data, lr_dir=lr_dir, scale=scale, max_pixels=max_pixels, progress=progress)
-    if lr_dir is not None:
-        raise EvaluationError("an LR folder (--lr-dir) is for super-resolution; use --blur-dir for blurred images")
-    if scale not in (None, 1):
-        raise EvaluationError(f"deblurring keeps the image size; scale {scale} does not apply")
-    return _evaluate_deblur(name, net, data, blur_dir=blur_dir, max_pixels=max_pixels, progress=progress)
+    chosen = _choose_task(name, net, task)
+    folder = _check_folders(chosen, {"lr_dir": lr_dir, "blur_dir": blur_dir})
+    if inputs is not None:
+        if folder is not None:
+            raise EvaluationError("give the input folder once (inputs, or lr_dir / blur_dir)")
+        folder = inputs
+    s = _check_scale(chosen, name, net, scale)
+    runner = _build_task(chosen, s)
+    samples = _benchmark(runner, chosen, Path(data).expanduser(), folder, max_pixels)
+    if net is None:
+        images = run_benchmark(runner, samples, None, baseline=name, progress=progress)
+    else:
+        images = run_benchmark(runner, samples, net.restore_tensor, progress=progress)
+    settings: dict[str, Any] = dict(samples.settings)
+    if net is not None:
+        settings.update(_model_settings(net))
+    metric_order = tuple(runner.metric_names) or (tuple(images[0].metrics) if images else ())
+    return EvaluationResult(chosen, name, s, str(samples.root), images, settings, metric_order)
+
+
+def _benchmark(runner: Task, task: str, data: Path, folder: str | Path | None, max_pixels: int | None) -> Any:
+    from restorekit.data.folders import DataError
+
+    inputs = None if folder is None else Path(folder).expanduser()
+    try:
+        return runner.benchmark(data, inputs=inputs, max_pixels=max_pixels)
+    except DataError as exc:
+        fitting = _folder_of(task)
+        if inputs is None and fitting is not None:  # the layout that needs no input folder was not found
+            raise DataError(f"{exc}; or give the {fitting.images} with {fitting.option}") from None
+        raise
 
 
 def _model_settings(model: RestorationModel) -> dict[str, Any]:
@@ -240,41 +304,6 @@ def _model_settings(model: RestorationModel) -> dict[str, Any]:
         "device": str(model.device),
         "dtype": str(model.dtype).removeprefix("torch."),
     }
-
-
-# --- super-resolution ----------------------------------------------------------------------------
-
-
-def _to_uint8(x: Tensor) -> Tensor:
-    """[0, 1] float to uint8 levels; exact for images read from 8-bit files."""
-    import torch
-
-    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _sr_scale(name: str, model: RestorationModel | None, scale: int | None) -> int:
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
-        raise EvaluationError(f"scale must be a positive integer, got {scale!r}")
-    if model is None:
-        if name != "bicubic":
-            raise EvaluationError(_baseline_mismatch(name))
-        if scale is None:
-            raise EvaluationError("the bicubic baseline needs a scale (--scale 2, 3, 4, ...)")
-        if scale < 2:
-            raise EvaluationError(f"the bicubic baseline needs a scale of 2 or more, got {scale}")
-        return scale
-    if model.scale < 2:
-        raise EvaluationError(
-            f"model '{name}' keeps the image size (scale 1): evaluate it as deblurring (--task deblurring)"
-        )
-    if scale is not None and scale != model.scale:
-        raise EvaluationError(f"scale {scale} was asked, but model '{name}' upscales x{model.scale}")
-    return model.scale
-
-
-def _hr_folder(data: Path) -> Path:
-    # An EDSR benchmark root (HR/ beside LR_bicubic/) is understood: its LR files must not count as HR.
-    return data / "HR" if (data / "HR").is_dir() else data
 
 
 def evaluate_super_resolution(
@@ -289,132 +318,17 @@ def evaluate_super_resolution(
 ) -> EvaluationResult:
     """PSNR-Y, SSIM-Y (``scale`` border pixels shaved) and PSNR-RGB of super-resolved HR images.
 
-    Args:
-        model: A loaded model, a model-store name or weight file, or ``"bicubic"`` (MATLAB bicubic upscale).
-        hr_dir: Folder of HR images, or an EDSR root holding ``HR/``.
-        lr_dir: Shipped LR images (``LR_bicubic`` with ``X4/NAMEx4.png`` understood); None: MATLAB bicubic
-            downscale of the 8-bit HR.
-        scale: Required for ``bicubic``; for a model, if given, it must match.
-        max_pixels: Raise the decompression-bomb limit.
-        progress: ``progress(done_images, total_images)`` after every image.
-        name: What to call the model in the result and in messages.
-
-    Returns:
-        The evaluation (metrics ``psnr_y``, ``ssim_y``, ``psnr_rgb``).
-
-    Raises:
-        EvaluationError: Scale missing or different from the model's, or a model that does not upscale.
-        restorekit.data.folders.DataError: Missing folders, LR files missing or of the wrong size.
-        restorekit.data.images.ImageReadError: An image cannot be read.
+    :func:`evaluate` with ``task="super_resolution"``.
 
     Example:
         >>> r = evaluate_super_resolution("bicubic", "Set5/HR", lr_dir="Set5/LR_bicubic", scale=4)  # doctest: +SKIP
         >>> len(r.images), round(r.mean["psnr_y"], 2)  # doctest: +SKIP
         (5, 28.43)
     """
-    name, net = _resolve_model(model, name)
-    return _evaluate_sr(name, net, hr_dir, lr_dir=lr_dir, scale=scale, max_pixels=max_pixels, progress=progress)
-
-
-def _evaluate_sr(
-    name: str,
-    net: RestorationModel | None,
-    hr_dir: str | Path,
-    *,
-    lr_dir: str | Path | None,
-    scale: int | None,
-    max_pixels: int | None,
-    progress: Progress | None,
-) -> EvaluationResult:
-    from restorekit.data.folders import DataError, list_images
-    from restorekit.data.images import load_rgb
-    from restorekit.data.pairs import find_pairs, lr_folder
-    from restorekit.data.resize import imresize
-    from restorekit.metrics import psnr, ssim
-
-    s = _sr_scale(name, net, scale)
-    hr_root = _hr_folder(Path(hr_dir).expanduser())
-    lr_root = None if lr_dir is None else _lr_folder(Path(lr_dir).expanduser())
-    if lr_root is not None:
-        pairs: list[tuple[Path, Path | None]] = list(find_pairs(hr_root, lr_root, scale=s))
-    else:
-        pairs = [(path, None) for path in list_images(hr_root)]
-
-    images: list[ImageScore] = []
-    for index, (hr_path, lr_path) in enumerate(pairs):
-        hr = load_rgb(hr_path, max_pixels=max_pixels)
-        height, width = hr.shape[-2] // s * s, hr.shape[-1] // s * s
-        if height < 1 or width < 1:
-            raise DataError(f"{hr_path}: {hr.shape[-1]}x{hr.shape[-2]} is smaller than the scale x{s}")
-        hr = hr[:, :height, :width]
-        if lr_path is None:
-            lr8 = imresize(_to_uint8(hr), 1 / s)
-        else:
-            lr8 = _to_uint8(load_rgb(lr_path, max_pixels=max_pixels))
-            if tuple(lr8.shape[-2:]) != (height // s, width // s):
-                raise DataError(
-                    f"{lr_path}: LR image is {lr8.shape[-1]}x{lr8.shape[-2]}, expected "
-                    f"{width // s}x{height // s} for {hr_path.name} at x{s}"
-                )
-        if net is None:
-            output = imresize(lr8, float(s)).float() / 255.0
-        else:
-            output = net.restore_tensor(lr8.float() / 255.0)
-        try:
-            scores = {
-                "psnr_y": float(psnr(output, hr, border=s, channel="y")),
-                "ssim_y": float(ssim(output, hr, border=s, channel="y")),
-                "psnr_rgb": float(psnr(output, hr, border=s, channel="rgb")),
-            }
-        except ValueError as exc:  # too small to measure, or a model whose output has the wrong size
-            raise DataError(f"{hr_path}: {exc}") from None
-        images.append(ImageScore(_image_name(hr_path, hr_root), scores))
-        if progress is not None:
-            progress(index + 1, len(pairs))
-
-    settings: dict[str, Any] = {
-        "protocol": f"Y (BT.601) PSNR/SSIM with {s} border pixels shaved, RGB PSNR; output rounded to 8 bits",
-        "border": s,
-        "lr_source": "files" if lr_root is not None else "matlab_bicubic",
-        "lr_dir": str(lr_folder(lr_root, s)) if lr_root is not None else None,
-    }
-    if net is not None:
-        settings.update(_model_settings(net))
-    return EvaluationResult("super_resolution", name, s, str(hr_root), images, settings)
-
-
-def _lr_folder(path: Path) -> Path:
-    # An EDSR benchmark root given as the LR folder: its LR images are under LR_bicubic/.
-    return path / "LR_bicubic" if (path / "LR_bicubic").is_dir() else path
-
-
-def _image_name(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).with_suffix("").as_posix()
-    except ValueError:  # a single file given as the folder
-        return path.stem
-
-
-# --- deblurring ----------------------------------------------------------------------------------
-
-
-def _blur_pairs(data: Path, blur_dir: Path | None) -> list[tuple[str, Path, Path]]:
-    """``(name, blurred, sharp)`` for every image pair."""
-    from restorekit.data.folders import DataError
-    from restorekit.tasks.deblurring import find_blur_pairs
-
-    if blur_dir is not None:
-        found = find_blur_pairs(blur=blur_dir, sharp=data, layout="folders")
-    else:
-        try:
-            found = find_blur_pairs(root=data, layout="gopro")
-        except DataError as exc:
-            raise DataError(f"{exc}; or give the blurred images with --blur-dir") from None
-    pairs = []
-    for pair in found:
-        assert pair.blur is not None  # the folder and GoPro layouts always pair
-        pairs.append((pair.name, pair.blur, pair.sharp))
-    return pairs
+    return evaluate(
+        model, hr_dir, task="super_resolution", lr_dir=lr_dir, scale=scale, max_pixels=max_pixels,
+        progress=progress, name=name,
+    )  # fmt: skip
 
 
 def evaluate_deblurring(
@@ -428,82 +342,26 @@ def evaluate_deblurring(
 ) -> EvaluationResult:
     """RGB PSNR and SSIM of deblurred images against the sharp ones (8-bit output, no border).
 
-    Args:
-        model: A loaded model, a model-store name or weight file, or ``"identity"`` / ``"none"`` (score
-            the blurred input itself: the floor a deblurring model must beat).
-        data: The sharp folder (with *blur_dir*), or a GoPro root: ``blur/`` and ``sharp/`` side by side,
-            or sequence folders holding them.
-        blur_dir: Folder of blurred images matched to the sharp ones by file name.
-        max_pixels: Raise the decompression-bomb limit.
-        progress: ``progress(done_images, total_images)`` after every image.
-        name: What to call the model in the result and in messages.
-
-    Returns:
-        The evaluation (metrics ``psnr``, ``ssim``).
-
-    Raises:
-        EvaluationError: A model that changes the image size, or ``bicubic``.
-        restorekit.data.folders.DataError: Missing folders, unmatched names, or pairs of different sizes.
-        restorekit.data.images.ImageReadError: An image cannot be read.
+    :func:`evaluate` with ``task="deblurring"``.
 
     Example:
         >>> r = evaluate_deblurring("identity", "gopro-avg8/sharp", blur_dir="gopro-avg8/blur")  # doctest: +SKIP
         >>> sorted(r.mean)  # doctest: +SKIP
         ['psnr', 'ssim']
     """
-    name, net = _resolve_model(model, name)
-    return _evaluate_deblur(name, net, data, blur_dir=blur_dir, max_pixels=max_pixels, progress=progress)
+    return evaluate(
+        model, data, task="deblurring", blur_dir=blur_dir, max_pixels=max_pixels, progress=progress, name=name
+    )
 
 
-def _evaluate_deblur(
-    name: str,
-    net: RestorationModel | None,
-    data: str | Path,
-    *,
-    blur_dir: str | Path | None,
-    max_pixels: int | None,
-    progress: Progress | None,
-) -> EvaluationResult:
-    from restorekit.data.folders import DataError
-    from restorekit.data.images import load_rgb
-    from restorekit.metrics import psnr, ssim
-
-    if net is None and BASELINES[name] != "deblurring":
-        raise EvaluationError(_baseline_mismatch(name))
-    if net is not None and net.scale != 1:
-        raise EvaluationError(
-            f"model '{name}' upscales x{net.scale}; deblurring evaluation needs a model that keeps the size "
-            "(evaluate it with --task super_resolution)"
-        )
-    root = Path(data).expanduser()
-    pairs = _blur_pairs(root, None if blur_dir is None else Path(blur_dir).expanduser())
-
-    images: list[ImageScore] = []
-    for index, (image_name, blur_path, sharp_path) in enumerate(pairs):
-        sharp = load_rgb(sharp_path, max_pixels=max_pixels)
-        blurred = load_rgb(blur_path, max_pixels=max_pixels)
-        if blurred.shape != sharp.shape:
-            raise DataError(
-                f"{blur_path}: {blurred.shape[-1]}x{blurred.shape[-2]} does not match the sharp image "
-                f"{sharp_path} ({sharp.shape[-1]}x{sharp.shape[-2]})"
-            )
-        output = blurred if net is None else net.restore_tensor(blurred)
-        try:
-            scores = {
-                "psnr": float(psnr(output, sharp, channel="rgb")),
-                "ssim": float(ssim(output, sharp, channel="rgb")),
-            }
-        except ValueError as exc:
-            raise DataError(f"{sharp_path}: {exc}") from None
-        images.append(ImageScore(image_name, scores))
-        if progress is not None:
-            progress(index + 1, len(pairs))
-
-    settings: dict[str, Any] = {
-        "protocol": "RGB PSNR/SSIM, output rounded to 8 bits, no border shaved",
-        "border": 0,
-        "blur_dir": None if blur_dir is None else str(Path(blur_dir).expanduser()),
-    }
-    if net is not None:
-        settings.update(_model_settings(net))
-    return EvaluationResult("deblurring", "identity" if net is None else name, 1, str(root), images, settings)
+__all__ = [
+    "INPUT_FOLDERS",
+    "InputFolder",
+    "EvaluationError",
+    "baseline_owners",
+    "evaluate",
+    "evaluate_deblurring",
+    "evaluate_super_resolution",
+    "task_metrics",
+    "task_names",
+]
