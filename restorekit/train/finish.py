@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from restorekit.plugins import registry
 from restorekit.train.distributed import barrier
 from restorekit.train.reporting import MetricsLog, save_preview, write_gif
 from restorekit.train.validation import before_after
@@ -40,12 +39,8 @@ def finish_run(trainer: Trainer, log: MetricsLog | None) -> TrainResult:
     if trainer.main:
         from restorekit.weights import WeightInfo, save_weights
 
-        info = WeightInfo(
-            name=r.generator.name,
-            args=r.generator.args,
-            plugin=registry("generators").get(r.generator.name).plugin,
-            task=r.task.name,
-            scale=int(getattr(trainer.generator, "scale", trainer.task.scale)),
+        info = WeightInfo.of(
+            trainer.descriptor,
             recipe_name=r.name,
             recipe_digest=trainer.digest,
             metrics=val,
@@ -66,6 +61,6 @@ def finish_run(trainer: Trainer, log: MetricsLog | None) -> TrainResult:
             log.write("done", trainer.step, {"weights": str(weights), **val})
             log.close()
         note = f" (stored as '{r.name}')" if stored else ""
-        trainer._say(f"[green]done[/] {trainer.step} steps; weights: {weights}{note}")
+        trainer.say(f"[green]done[/] {trainer.step} steps; weights: {weights}{note}")
     barrier(trainer.env)
     return TrainResult(trainer.run_dir, weights, trainer.step, val, stored)

@@ -9,7 +9,6 @@ real/fake pairs. GAN flavours differ only in their loss objects; the loop never 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -21,9 +20,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from restorekit.plugins import registry
-from restorekit.recipe import recipe_digest, recipe_to_toml
+from restorekit.recipe import recipe_digest
+from restorekit.recipe.components import ScaleMismatch, build_task, generator_descriptor
 from restorekit.recipe.schema import Recipe
 from restorekit.train import checkpoint as ckpt
+from restorekit.train import state as run_state_module
 from restorekit.train.distributed import (
     DistEnv,
     StopRequest,
@@ -43,8 +44,6 @@ from restorekit.train.networks import (
     LossTerm,  # noqa: F401 - re-exported: its home was this module
     TrainedNetwork,
     attach_training,
-    load_network_state,
-    network_state,
 )
 from restorekit.train.reporting import MetricsLog, TrainProgress, save_preview
 from restorekit.train.validation import validate_network
@@ -93,8 +92,14 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
-        self.task = registry("tasks").build(recipe.task.name, **recipe.task.args)
         modules = {GENERATOR: self._build_network("generators", recipe.generator.name, recipe.generator.args)}
+        #: What the generator is (scale, task, channels, ...): the task takes its scale from here, and
+        #: the weights carry it verbatim.
+        self.descriptor = generator_descriptor(recipe, modules[GENERATOR])
+        try:
+            self.task = build_task(recipe, self.descriptor)
+        except ScaleMismatch as exc:
+            raise TrainingError(str(exc)) from None
         if recipe.discriminator is not None:
             modules[DISCRIMINATOR] = self._build_network(
                 "discriminators", recipe.discriminator.name, recipe.discriminator.args
@@ -161,7 +166,7 @@ class Trainer:
                 f"generator.init: {path} holds a '{info.name}' network, the recipe trains '{self.recipe.generator.name}'"
             )
         load_state(self.generator, tensors, path, strict=strict)
-        self._say(f"initialised the generator from {path}")
+        self.say(f"initialised the generator from {path}")
 
     def _loader(self, start_batch: int) -> DataLoader:
         from restorekit.data.sampling import ResumableSampler
@@ -188,7 +193,8 @@ class Trainer:
             worker_init_fn=ignore_interrupt,
         )
 
-    def _say(self, message: str) -> None:
+    def say(self, message: str) -> None:
+        """Print *message* on stderr unless quiet (and only on rank 0)."""
         if not self.quiet:
             from rich.console import Console
 
@@ -198,51 +204,15 @@ class Trainer:
 
     def architecture(self) -> str:
         """The networks' registry names and arguments: a checkpoint must match them to be resumed."""
-        r = self.recipe
-        return json.dumps(
-            {
-                "generator": [r.generator.name, r.generator.args],
-                "discriminator": [r.discriminator.name, r.discriminator.args] if r.discriminator else None,
-            },
-            sort_keys=True,
-        )
+        return run_state_module.architecture(self.recipe)
 
     def state(self) -> dict[str, Any]:
-        """Everything a resumed run needs, in the checkpoint layout every version has written."""
-        sections = network_state(self.networks)
-        if self.ema is not None:
-            sections["models"]["ema"] = self.ema.state_dict()
-        return {
-            "step": self.step,
-            "recipe_digest": self.digest,
-            "recipe": recipe_to_toml(self.recipe),
-            "architecture": self.architecture(),
-            **sections,
-            "rng": ckpt.capture_rng(),
-            "best": dict(self.best),
-            "last_val": dict(self.last_val),
-            "previews": [str(p) for p in self.previews],
-        }
+        """Everything a resumed run needs (see :mod:`restorekit.train.state`)."""
+        return run_state_module.run_state(self)
 
     def load_state(self, payload: dict[str, Any], source: Path) -> None:
-        """Continue from a checkpoint's *payload* (read from *source*, named in messages)."""
-        if payload.get("architecture") != self.architecture():
-            raise TrainingError(
-                f"{source}: the checkpoint was trained with another architecture ({payload.get('architecture')}); "
-                "resume with the recipe it was made with, or start a new run folder"
-            )
-        if payload.get("recipe_digest") != self.digest:
-            self._say(f"[yellow]note:[/] the recipe changed since {source.name}; continuing with the new settings")
-        load_network_state(self.networks, payload, str(source))
-        if self.ema is not None:
-            if "ema" not in payload["models"]:
-                raise TrainingError(f"{source}: the checkpoint has no EMA weights but train.ema is set")
-            self.ema.load_state_dict(payload["models"]["ema"])
-        self.step = int(payload["step"])
-        self.best = dict(payload.get("best", {}))
-        self.last_val = dict(payload.get("last_val", {}))
-        self.previews = [Path(p) for p in payload.get("previews", []) if Path(p).is_file()]
-        ckpt.restore_rng(payload["rng"])
+        """Continue from a checkpoint's *payload*, of this version or an earlier one."""
+        run_state_module.load_run_state(self, payload, source)
 
     def save_checkpoint(self) -> Path | None:
         if not self.main:
@@ -338,7 +308,7 @@ class Trainer:
         totals = result.metrics
         if result.baseline and log is not None:
             log.write("baseline", self.step, result.baseline)
-            self._say("baseline (no model): " + ", ".join(f"{k} {v:.4f}" for k, v in result.baseline.items()))
+            self.say("baseline (no model): " + ", ".join(f"{k} {v:.4f}" for k, v in result.baseline.items()))
         if log is not None:
             log.write("val", self.step, totals)
         key = self.task.primary_metric
@@ -354,34 +324,8 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------------
 
     def prepare_run_dir(self, *, resume: bool, resume_from: Path | None) -> None:
-        """Create the run folder; refuse to overwrite a run's checkpoints unless resuming."""
-        if resume_from is not None:
-            payload = ckpt.load_checkpoint(resume_from) if resume_from.is_file() else None
-            if payload is None:
-                raise TrainingError(f"{resume_from}: no such checkpoint")
-            self.load_state(payload, resume_from)
-            self._say(f"resuming from {resume_from} (step {self.step})")
-        elif resume:
-            found = ckpt.newest_valid(self.ckpt_dir)
-            if found is None:
-                self._say(f"no checkpoint in {self.ckpt_dir}; starting a new run")
-            else:
-                path, payload = found
-                self.load_state(payload, path)
-                self._say(f"resuming from {path} (step {self.step})")
-        elif ckpt.list_checkpoints(self.ckpt_dir):
-            raise TrainingError(
-                f"{self.run_dir}: holds checkpoints of an earlier run; add --resume to continue it, "
-                f"or choose another folder with --set output.dir=..."
-            )
-        if self.main:
-            (self.run_dir / "previews").mkdir(parents=True, exist_ok=True)
-            for folder in (self.ckpt_dir, self.run_dir, self.run_dir / "previews"):
-                ckpt.remove_temporaries(folder)  # left by a killed run; only rank 0 writes here
-            from restorekit.fileio import atomic_write_text
-
-            atomic_write_text(self.run_dir / "recipe.toml", recipe_to_toml(self.recipe))
-        barrier(self.env)
+        """Create the run folder; resume, or refuse to overwrite a run's checkpoints."""
+        run_state_module.prepare_run_dir(self, resume=resume, resume_from=resume_from)
 
     def fit(self) -> TrainResult:
         r, t = self.recipe, self.recipe.train
