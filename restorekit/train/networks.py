@@ -129,7 +129,7 @@ def attach_training(
         schedule_spec = t.schedule.get(role, t.schedule.get(GENERATOR, ScheduleSpec()))
         optimizer = build_optimizer(optim_spec, module.parameters(), device)
         trains: nn.Module = DDP(module, device_ids=ids) if distributed else module
-        if t.compile and role == GENERATOR:  # the discriminator's shapes vary less; compiling it never paid
+        if t.compile and role == GENERATOR:  # train.compile has always meant the generator only
             trains = torch.compile(trains)
         networks.append(
             TrainedNetwork(
