@@ -69,8 +69,18 @@ def evaluate(
         show_default=False,
     ),
     arch: Optional[str] = ARCH_OPTION,  # noqa: UP007
+    inputs: Optional[Path] = typer.Option(  # noqa: UP007
+        None,
+        "--inputs",
+        help="Model inputs matched to --data by name, for any task (what --lr-dir/--blur-dir are for the built-in ones).",
+        show_default=False,
+    ),
     task: Optional[str] = typer.Option(  # noqa: UP007
-        None, "--task", help="super_resolution or deblurring. Default: the model's task.", show_default=False
+        None,
+        "--task",
+        help="A registered task (restore list tasks): super_resolution, deblurring, or a plugin's. "
+        "Default: the model's task.",
+        show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (per image, mean, settings) instead of a table."),
     max_pixels: Optional[int] = typer.Option(  # noqa: UP007
@@ -79,7 +89,9 @@ def evaluate(
     *,
     options: InferenceOptions,
 ) -> None:
-    """Measure PSNR/SSIM on a benchmark folder with the published protocol.
+    """Measure a model (or a baseline) on a benchmark folder with its task's published protocol.
+
+    The task comes from the model (or --task, or the baseline's task); plugin tasks work the same way.
 
     Super-resolution: HR cropped to a multiple of the scale, LR from --lr-dir or MATLAB bicubic of the HR.
 
@@ -125,6 +137,7 @@ def evaluate(
                 task=task,
                 lr_dir=lr_dir,
                 blur_dir=blur_dir,
+                inputs=inputs,
                 scale=scale,
                 max_pixels=max_pixels,
                 progress=lambda done, total: progress.update(bar, completed=done, total=total),
@@ -145,11 +158,10 @@ def _print_table(result: EvaluationResult) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    if result.task == "super_resolution":
-        lr = "LR files" if result.settings.get("lr_source") == "files" else "LR by MATLAB bicubic"
-        title = f"{result.model} x{result.scale} on {result.data} ({lr}; Y with {result.scale}-pixel border)"
-    else:
-        title = f"{result.model} on {result.data} (deblurring; RGB, no border)"
+    # The task describes its own protocol (EvalSet.settings): nothing here knows a particular task.
+    size = f" x{result.scale}" if result.scale > 1 else ""
+    protocol = result.settings.get("protocol") or result.task
+    title = f"{result.model}{size} on {result.data} ({result.task}: {protocol})"
     console.print(Text(title), soft_wrap=True)
     table = Table()
     table.add_column("image")
