@@ -26,7 +26,8 @@ def tiny_overrides(name: str, photos: Path, out: Path) -> list[str]:
     """Shrink a shipped recipe to seconds on a CPU while keeping its losses, schedule and networks."""
     tree = read_recipe_tree(find_recipe(name))
     task = tree["task"]["name"]
-    scale = tree["task"].get("args", {}).get("scale", 1)
+    # The scale is stated once, on the generator (a task that is not super-resolution keeps the size).
+    scale = tree["generator"].get("args", {}).get("scale", 1) if task == "super_resolution" else 1
     gen = registry("generators").get(tree["generator"]["name"])
     gen_args = dict(gen.info.get("tiny_args", {}))
     if "scale" in gen_args:

@@ -420,10 +420,13 @@ def _restore_one(
         write_picture(restored, target, format=fmt, quality=quality)
     except (ImageReadError, ImageWriteError) as exc:
         raise _JobError(str(exc)) from None
-    except torch.OutOfMemoryError:
-        raise _JobError(f"{source}: out of device memory; use a smaller --tile or --batch") from None
-    except MemoryError:
-        raise _JobError(f"{source}: not enough memory; use a smaller --tile, or --outscale") from None
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        where = "device memory" if isinstance(exc, torch.OutOfMemoryError) else "memory"
+        if not model.descriptor.tileable:  # runs whole: a smaller tile is no way out
+            advice = "this model runs on whole images only; use a smaller image or a device with more memory"
+        else:
+            advice = "use a smaller --tile or --batch"
+        raise _JobError(f"{source}: not enough {where}; {advice}") from None
     except (OSError, ValueError, RuntimeError) as exc:
         # E.g. a network that cannot take this image (channels); the first line of torch's message says why.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
