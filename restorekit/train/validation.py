@@ -10,6 +10,7 @@ their ``make_batch(..., training=False)`` and ``metrics`` (:func:`_validate_lega
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +75,13 @@ def validate_network(
         with torch.no_grad():
             if not isinstance(data, EvalSet):
                 return _validate_legacy(task, data, net, device, memory_format, baseline, preview_size)
-            scores = run_benchmark(task, data, network_restorer(net, device, memory_format))
+            # restore eval runs the saved weights in the default memory format, and the format changes the
+            # convolutions' float rounding: validation judges a contiguous copy, so its numbers equal
+            # restore eval's bit for bit whatever train.channels_last says.
+            judged = net
+            if memory_format != torch.contiguous_format:
+                judged = copy.deepcopy(net).to(memory_format=torch.contiguous_format)
+            scores = run_benchmark(task, data, network_restorer(judged, device, torch.contiguous_format))
             names = task.metric_names or (tuple(scores[0].metrics) if scores else ())
             result = Validation(mean_metrics(scores, names))
             if baseline and task.baselines:
