@@ -176,3 +176,18 @@ def test_a_scale_stated_twice_must_agree(tiny_recipe):
     recipe = load_recipe(tiny_recipe(), ["task.args.scale=4"], check_components=False)
     with pytest.raises(ScaleMismatch, match="the generator upscales x2 but the task expects x4"):
         build_task(recipe, generator_descriptor(recipe))
+
+
+def test_deblurgan_with_instance_norm_says_tiles_change_its_result():
+    comp = PLUGINS.registry("generators").get("deblurgan_resnet")
+    small = {"num_features": 4, "num_blocks": 1}
+    assert describe(comp, small).tiling == "tile_with_warning"  # per-tile instance-norm statistics
+    assert describe(comp, {**small, "norm": "batch"}).tiling == "tileable"
+
+    torch.manual_seed(0)
+    net = comp.build(**small).eval()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        whole = net(image)
+        tiles = torch.cat([net(image[..., :32]), net(image[..., 32:])], dim=-1)
+    assert (whole - tiles).abs().max() > 1e-3  # why the rule exists

@@ -134,6 +134,9 @@ class ResNetGenerator(nn.Module):
                 f"in_channels ({in_channels})"
             )
         self.scale = 1
+        # Instance norm normalises by the statistics of whatever it is given: a tile's differ from the
+        # whole image's, so tiles change the result slightly (allowed, with a warning; --tile 0 is exact).
+        self.tiling = "tile_with_warning" if norm == "instance" else "tileable"
         self.global_skip = global_skip
         bias = norm != "batch"
         nf = num_features
