@@ -137,15 +137,20 @@ def test_rrdbnet_and_srvgg_are_each_claimed_by_their_own_converter():
     assert convert_esrgan_state_dict(rrdb)[0] == "rrdbnet"
 
 
+def _two_convs(kernel: int = 3, **extra: torch.Tensor) -> dict[str, torch.Tensor]:
+    """First and last conv of a would-be SRVGGNetCompact with no hidden layer, plus *extra* keys."""
+    state = {"body.0.weight": torch.zeros(8, 3, kernel, kernel), "body.0.bias": torch.zeros(8)}
+    state |= {"body.2.weight": torch.zeros(12, 8, kernel, kernel), "body.2.bias": torch.zeros(12)}
+    return state | extra
+
+
 @pytest.mark.parametrize(
     "state",
     [
         {"body.0.weight": torch.zeros(8, 3, 3, 3), "body.0.bias": torch.zeros(8)},  # one conv only
         {f"body.{i}.weight": torch.zeros(8, 8, 3, 3) for i in range(4)},  # convs back to back
-        {"body.0.weight": torch.zeros(8, 3, 3, 3), "body.0.bias": torch.zeros(8), "body.2.weight": torch.zeros(12, 8, 3, 3),
-         "body.2.bias": torch.zeros(12), "head.weight": torch.zeros(3)},  # fmt: skip
-        {"body.0.weight": torch.zeros(8, 3, 5, 5), "body.0.bias": torch.zeros(8), "body.2.weight": torch.zeros(12, 8, 5, 5),
-         "body.2.bias": torch.zeros(12)},  # fmt: skip
+        _two_convs(**{"head.weight": torch.zeros(3)}),  # a key outside the body list
+        _two_convs(kernel=5),
     ],
     ids=["one-conv", "no-activations-between", "extra-key", "5x5"],
 )
