@@ -62,7 +62,11 @@ def register_recipes(register: Any) -> None:
 
 @hookspec
 def register_models(register: Any) -> None:
-    """Register named weights: ``register(name, path=..., description=...)`` or ``url=..., sha256=...``."""
+    """Register named weights: ``register(name, path=..., description=...)`` or ``url=..., sha256=...``.
+
+    A downloadable entry may also say ``size`` (bytes), ``licence``, ``arch`` (the generator it converts
+    to), ``scale``, ``task``, ``source`` (homepage) and ``filename`` (default: the URL's last segment).
+    """
 
 
 # --- resolvers ------------------------------------------------------------------------------------

@@ -50,7 +50,13 @@ class RecipeEntry:
 
 @dataclass
 class ModelEntry:
-    """Named weights a plugin ships or points to."""
+    """Named weights a plugin ships (``path``) or offers for download (``url`` + ``sha256``).
+
+    The catalogue fields describe a download before it is made: ``size`` in bytes, ``licence`` (an SPDX
+    name), ``arch`` (the restorekit generator the checkpoint converts to), ``scale``, ``task``,
+    ``source`` (homepage or provenance) and ``filename`` (the downloaded file's name; by default the
+    last segment of the URL's path).
+    """
 
     name: str
     plugin: str
@@ -58,6 +64,22 @@ class ModelEntry:
     url: str | None = None
     sha256: str | None = None
     description: str = ""
+    size: int | None = None
+    licence: str = ""
+    arch: str = ""
+    scale: int | None = None
+    task: str = ""
+    source: str = ""
+    filename: str | None = None
+
+    @property
+    def download_name(self) -> str:
+        """The file name a download is saved under."""
+        if self.filename:
+            return self.filename
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(self.url or "").path.rsplit("/", 1)[-1]) or f"{self.name}.pth"
 
 
 class Plugins:
@@ -149,13 +171,33 @@ class Plugins:
             url: str | None = None,
             sha256: str | None = None,
             description: str = "",
+            *,
+            size: int | None = None,
+            licence: str = "",
+            arch: str = "",
+            scale: int | None = None,
+            task: str = "",
+            source: str = "",
+            filename: str | None = None,
         ) -> None:
+            where = f"model '{name}' from plugin '{plugin_name}'"
             if (path is None) == (url is None):
-                raise RegistryError(f"model '{name}' from plugin '{plugin_name}': give exactly one of path, url")
+                raise RegistryError(f"{where}: give exactly one of path, url")
             if url is not None and not sha256:
-                raise RegistryError(f"model '{name}' from plugin '{plugin_name}': a url needs its sha256")
+                raise RegistryError(f"{where}: a url needs its sha256")
+            if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdefABCDEF" for c in sha256)):
+                raise RegistryError(f"{where}: sha256 must be 64 hex digits, got {sha256!r}")
+            for label, number in (("size", size), ("scale", scale)):
+                if number is not None and (isinstance(number, bool) or not isinstance(number, int) or number < 1):
+                    raise RegistryError(f"{where}: {label} must be a positive integer, got {number!r}")
+            if filename is not None and (not filename or "/" in filename or "\\" in filename or filename.startswith(".")):
+                raise RegistryError(f"{where}: filename must be a plain file name, got {filename!r}")
             staged["models"].append(
-                ModelEntry(name, plugin_name, Path(path) if path else None, url, sha256, description)
+                ModelEntry(
+                    name, plugin_name, Path(path) if path else None, url, sha256.lower() if sha256 else None,
+                    description, size=size, licence=licence, arch=arch, scale=scale, task=task, source=source,
+                    filename=filename,
+                )
             )
 
         callbacks = {kind: component_register(kind) for kind in KINDS}
