@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 RESUME_ATTEMPTS = 3
@@ -265,6 +265,7 @@ class ResumingDownloader:
     def _transfer(self, url: str) -> None:
         """One HTTP request appending to the partial file; :class:`_Truncated` when it ends early."""
         import requests
+        import urllib3
 
         offset = self._have()
         if self.expected.size is not None and offset == self.expected.size:
@@ -285,13 +286,16 @@ class ResumingDownloader:
             total = done + int(length) if length.isdigit() else self.expected.size
             if response.headers.get("Content-Encoding", "identity") not in ("identity", ""):
                 total = self.expected.size  # Content-Length counts the compressed bytes
+            # urllib3 would raise on a short body and drop the bytes of the block being read; count the
+            # bytes ourselves instead, so everything that arrived is kept for the resume.
+            response.raw.enforce_content_length = False
             with open(self.part, mode) as out, _Progress(self.label, total, done, self.progress) as bar:
                 try:
-                    for block in response.iter_content(CHUNK):
+                    for block in response.raw.stream(CHUNK, decode_content=True):
                         out.write(block)
                         done += len(block)
                         bar.update(done)
-                except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, ConnectionError, TimeoutError):
                     broken = True  # a cut connection or a read timeout mid-transfer: resumable
         if broken or (total is not None and done < total):
             of = f" of {total:,}" if total is not None else ""
