@@ -11,6 +11,15 @@ whatever key layout their training code used. This module is layout-agnostic:
 3. :func:`convert_file` writes the result as a restorekit ``.safetensors`` that rebuilds its network
    from the file alone (see :mod:`restorekit.weights`).
 
+Where no plugin answers, spandrel (the optional extra ``restorekit[community]``, see
+:mod:`restorekit.community`) has its turn, on the tensors read in step 1 only:
+
+- :func:`convert_checkpoint` / :func:`convert_file` (a network restorekit can *rebuild*): spandrel names
+  the architecture; a plugin that registers the same generator is asked again with that ``arch`` hint,
+  and otherwise the one-line error says which architecture it is and that it can be used directly;
+- :func:`load_foreign` (a network to *run*, used by ``restore apply|eval|info``): spandrel builds the
+  network itself.
+
 A plugin's ``convert_state_dict`` answers ``(generator_name, constructor_args, converted_state_dict)``
 or ``(generator_name, constructor_args, converted_state_dict, layout)``, where ``layout`` names the
 key layout it recognised (recorded in the file as ``source_layout``).
@@ -167,6 +176,12 @@ def _first_line(exc: BaseException) -> str:
 def convert_checkpoint(path: str | Path, *, hints: Mapping[str, Any] | None = None) -> tuple[nn.Module, WeightInfo]:
     """Read a foreign checkpoint and rebuild its network with restorekit's implementation.
 
+    The plugins' converters are asked first. When none recognises the keys and spandrel is installed
+    (``restorekit[community]``), spandrel identifies the architecture: if a plugin registers the same
+    network as a generator (:data:`restorekit.community.RESTOREKIT_GENERATORS`), its converter is asked
+    again with that ``arch`` hint; otherwise the error says which architecture it is and that it can
+    still be used directly (:func:`load_foreign`), just not rebuilt by restorekit.
+
     Args:
         path: a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.safetensors`` checkpoint.
         hints: what the user knows about the file, for converters that cannot tell from shapes:
@@ -175,34 +190,94 @@ def convert_checkpoint(path: str | Path, *, hints: Mapping[str, Any] | None = No
     Returns:
         The network (eval mode, CPU) with the checkpoint's weights loaded strictly, and the
         :class:`~restorekit.weights.WeightInfo` to save it with (its descriptor included); ``extra``
-        records ``source_file``, ``source_layout``, ``source_sha256`` and the plugin that converted it.
+        records ``source_file``, ``source_layout``, ``source_sha256`` and the plugin that converted it
+        (and ``identified_by`` ``spandrel`` when spandrel named the architecture).
 
     Raises:
         ConvertError: the file cannot be read safely, no plugin recognises its keys (as the hinted
-            architecture), the weights do not fit the network the plugin chose, or it contradicts a hint.
+            architecture), the weights do not fit the network the plugin chose, it contradicts a hint,
+            or spandrel reads it as an architecture no plugin registers.
 
     Example:
         >>> net, info = convert_checkpoint("RRDB_ESRGAN_x4.pth")  # doctest: +SKIP
         >>> info.name, info.scale, info.extra["source_layout"]  # doctest: +SKIP
         ('rrdbnet', 4, 'esrgan-old')
     """
+    path = Path(path)
+    hints = _check_hints(hints or {}, path)
+    state = read_foreign_state(path)
+    converted = _convert_with_plugins(state, path, hints)
+    if converted is not None:
+        return converted
+    return _convert_identified_by_spandrel(state, path, hints)
+
+
+def load_foreign(path: str | Path, *, hints: Mapping[str, Any] | None = None) -> tuple[nn.Module, WeightInfo]:
+    """A usable network from a foreign checkpoint: restorekit's plugins first, then spandrel.
+
+    Unlike :func:`convert_checkpoint`, the network need not be one restorekit can rebuild: a checkpoint
+    no plugin converts (or one a plugin recognises but refuses, such as an ESRGAN variant restorekit
+    does not implement) is built by spandrel when ``restorekit[community]`` is installed. Such a network
+    runs in :class:`~restorekit.inference.model.RestorationModel` like any other, with the descriptor
+    :func:`restorekit.community.map_descriptor` derives, but cannot be saved as a restorekit file.
+
+    Args:
+        path: a ``.pth`` / ``.pt`` / ``.ckpt`` / ``.safetensors`` checkpoint.
+        hints: ``scale`` / ``arch``, as for :func:`convert_checkpoint`; a spandrel answer must agree too.
+
+    Returns:
+        ``(network, info)`` in eval mode on the CPU. ``info.plugin`` is ``spandrel`` and
+        ``info.extra["loaded_by"]`` ``spandrel`` when spandrel built it; otherwise as
+        :func:`convert_checkpoint`.
+
+    Raises:
+        ConvertError: the file cannot be read safely (spandrel is never asked then), neither the plugins
+            nor spandrel can build it, or the answer contradicts a hint.
+
+    Example:
+        >>> net, info = load_foreign("4x-SPAN.pth")  # doctest: +SKIP
+        >>> info.name, info.plugin, info.scale  # doctest: +SKIP
+        ('SPAN', 'spandrel', 4)
+    """
+    from restorekit.community import load_with_spandrel
+
+    path = Path(path)
+    hints = _check_hints(hints or {}, path)
+    state = read_foreign_state(path)  # weights_only: nothing beyond tensors reaches spandrel
+    refused: ConvertError | None = None
+    try:
+        converted = _convert_with_plugins(state, path, hints)
+    except ConvertError as exc:  # recognised but not built (a variant, a misfit): spandrel may know it
+        refused, converted = exc, None
+    if converted is not None:
+        return converted
+    loaded = load_with_spandrel(state, path)
+    if loaded is None:
+        if refused is not None:
+            raise refused
+        raise ConvertError(_unrecognised(state, path, hints))
+    try:
+        _check_spandrel_hints(loaded[1], path, hints)
+    except ConvertError:
+        # The plugin's reason is the more useful one when both disagree with the user's hints.
+        if refused is not None:
+            raise refused from None
+        raise
+    return loaded
+
+
+def _convert_with_plugins(
+    state: dict[str, torch.Tensor], path: Path, hints: Mapping[str, Any]
+) -> tuple[nn.Module, WeightInfo] | None:
+    """The network the first answering plugin converter rebuilds, or ``None`` when none answers."""
     from restorekit.descriptor import DescriptorError, describe
     from restorekit.plugins import get_plugins
     from restorekit.registry import RegistryError
 
-    path = Path(path)
-    hints = _check_hints(hints or {}, path)
-    state = read_foreign_state(path)
     plugins = get_plugins()
-    found = plugins.convert_state_dict(state, str(path), hints)
+    found = plugins.convert_state_dict(state, str(path), dict(hints))
     if found is None:
-        converters = sorted({impl.plugin_name for impl in plugins.pm.hook.convert_state_dict.get_hookimpls()})
-        keys = ", ".join(list(state)[:4])
-        what = f"as '{hints['arch']}' " if "arch" in hints else ""
-        raise ConvertError(
-            f"{path}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
-            f"layouts are known to plugin(s): {', '.join(converters) or 'none'}"
-        )
+        return None
     converter, answer = found
     name, args, converted, layout = _unpack_answer(answer, path)
 
@@ -237,6 +312,82 @@ def convert_checkpoint(path: str | Path, *, hints: Mapping[str, Any] | None = No
         },
     )
     return network.eval(), info
+
+
+def _unrecognised(state: Mapping[str, torch.Tensor], path: Path, hints: Mapping[str, Any]) -> str:
+    """The one line for a checkpoint nothing recognises: its keys, who was asked, what would help."""
+    from restorekit.community import architecture_count, install_hint, spandrel_version
+    from restorekit.plugins import get_plugins
+
+    hook = get_plugins().pm.hook.convert_state_dict
+    converters = sorted({impl.plugin_name for impl in hook.get_hookimpls()})
+    keys = ", ".join(list(state)[:4])
+    what = f"as '{hints['arch']}' " if "arch" in hints else ""
+    version = spandrel_version()
+    spandrel = (
+        f"spandrel {version} ({architecture_count()} architectures) does not recognise it either"
+        if version
+        else install_hint()
+    )
+    return (
+        f"{path}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
+        f"layouts are known to plugin(s): {', '.join(converters) or 'none'}; {spandrel}"
+    )
+
+
+def _convert_identified_by_spandrel(
+    state: dict[str, torch.Tensor], path: Path, hints: Mapping[str, Any]
+) -> tuple[nn.Module, WeightInfo]:
+    """No plugin answered: let spandrel name the architecture, and convert it where a plugin builds it.
+
+    Raises:
+        ConvertError: always, unless a plugin registers the architecture spandrel names and its
+            converter accepts the keys when told which generator they are for.
+    """
+    from restorekit.community import RESTOREKIT_GENERATORS, identify
+    from restorekit.plugins import registry
+
+    arch = identify(state)
+    if arch is None:
+        raise ConvertError(_unrecognised(state, path, hints))
+    generator = RESTOREKIT_GENERATORS.get(arch)
+    if generator is None or generator not in registry("generators"):
+        raise ConvertError(
+            f"{path}: spandrel reads it as {arch}, which no restorekit plugin registers as a generator; "
+            f"use it directly (restore apply/eval --model {path}) or install a plugin that registers it"
+        )
+    if hints.get("arch", generator) != generator:
+        raise ConvertError(
+            f"{path}: spandrel reads it as {arch} (restorekit generator '{generator}'), not as "
+            f"'{hints['arch']}' (the arch hint)"
+        )
+    if "arch" not in hints:  # with the hint given, the plugins have already been asked this
+        converted = _convert_with_plugins(state, path, {**hints, "arch": generator})
+        if converted is not None:
+            network, info = converted
+            info.extra["identified_by"] = "spandrel"
+            return network, info
+    raise ConvertError(
+        f"{path}: spandrel reads it as {arch} (restorekit generator '{generator}'), but no plugin converts "
+        f"this variant of it; use it directly (restore apply/eval --model {path})"
+    )
+
+
+def _check_spandrel_hints(info: WeightInfo, path: Path, hints: Mapping[str, Any]) -> None:
+    """A spandrel answer must agree with the user's ``scale`` / ``arch`` hints, as a plugin's must."""
+    from restorekit.community import RESTOREKIT_GENERATORS
+
+    arch = info.extra.get("spandrel_architecture", info.name)
+    if "scale" in hints and info.scale != hints["scale"]:
+        raise ConvertError(
+            f"{path}: spandrel reads it as a x{info.scale} {arch}, but scale {hints['scale']} was given; "
+            "check the file or the --scale hint"
+        )
+    if "arch" in hints and RESTOREKIT_GENERATORS.get(arch) != hints["arch"]:
+        raise ConvertError(
+            f"{path}: spandrel reads it as {arch}, not as '{hints['arch']}' (the arch hint); leave the hint "
+            f"out to use it as {arch}"
+        )
 
 
 def _check_hints(hints: Mapping[str, Any], path: Path) -> dict[str, Any]:

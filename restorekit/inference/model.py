@@ -24,7 +24,7 @@ from restorekit.data.images import Picture
 from restorekit.descriptor import ModelDescriptor
 from restorekit.inference.options import InferenceOptions, InferenceOptionsError, TilePlan, render
 from restorekit.inference.tiling import tiled_apply
-from restorekit.weights import WeightInfo, WeightsError, descriptor_of, load_network
+from restorekit.weights import WeightInfo, WeightsError, descriptor_of, load_network, read_info
 
 FOREIGN_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 
@@ -32,25 +32,44 @@ FOREIGN_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 _UNSET: Any = object()
 
 
+def is_foreign_checkpoint(path: Path) -> bool:
+    """Whether *path* is a foreign checkpoint rather than a restorekit ``.safetensors`` weight file.
+
+    Pickle suffixes are foreign by name; a ``.safetensors`` file is foreign when its metadata does not
+    say ``format: restorekit``. Unreadable files count as restorekit's, so that their error names the
+    problem with the file, not a conversion.
+    """
+    if path.suffix.lower() in FOREIGN_SUFFIXES:
+        return True
+    try:
+        read_info(path)
+    except WeightsError as exc:
+        return "not a restorekit weight file" in str(exc)
+    return False
+
+
 def load_any(path: Path, hints: Mapping[str, Any] | None = None) -> tuple[nn.Module, WeightInfo]:
-    """A network from a restorekit ``.safetensors`` file or a foreign checkpoint a plugin recognises.
+    """A network from a restorekit ``.safetensors`` file or a foreign checkpoint.
+
+    Foreign checkpoints go through :func:`restorekit.convert.load_foreign`: restorekit's plugins first,
+    then spandrel (``restorekit[community]``) for the architectures no plugin implements.
 
     Args:
         path: The weight file.
         hints: What the user knows about a foreign checkpoint (``{"scale": 3, "arch": "pan"}``), for
             converters that cannot tell from tensor shapes; restorekit files describe themselves and
             ignore them.
-    """
-    from restorekit.convert import convert_checkpoint
 
-    if path.suffix.lower() in FOREIGN_SUFFIXES:
-        return convert_checkpoint(path, hints=hints)
-    try:
-        return load_network(path)
-    except WeightsError as exc:
-        if "not a restorekit weight file" not in str(exc):
-            raise
-        return convert_checkpoint(path, hints=hints)
+    Raises:
+        WeightsError: An unreadable restorekit file, or weights that do not fit its network.
+        ConvertError: A foreign checkpoint nothing can read or build (one line saying why).
+    """
+    from restorekit.convert import load_foreign
+
+    path = Path(path)
+    if is_foreign_checkpoint(path):
+        return load_foreign(path, hints=hints)
+    return load_network(path)
 
 
 def _merge_options(options: InferenceOptions | None, **given: Any) -> InferenceOptions:
@@ -136,7 +155,7 @@ class RestorationModel:
         overlap: int | None = None,
         batch_size: int | None = None,
     ) -> RestorationModel:
-        """Load a model-store name, a restorekit ``.safetensors`` file or a convertible ``.pth``.
+        """Load a model-store name, a restorekit ``.safetensors`` file or a foreign checkpoint (see :func:`load_any`).
 
         Args:
             name_or_path: What to load.
