@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from restorekit._version import __version__
-from restorekit.cli import apply, components, convert, evaluate, models, recipes
+from restorekit.cli import apply, components, convert, evaluate, info, models, recipes
 
 app = typer.Typer(
     name="restore",
@@ -47,6 +47,7 @@ def _root(
 
 components.register(app)
 recipes.register(app)
+info.register(app)
 models.register(app)
 convert.register(app)
 apply.register(app)

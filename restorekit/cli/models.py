@@ -1,8 +1,7 @@
-"""``restore info`` and ``restore models``: weight files and the model store."""
+"""``restore models``: the model store (``restore info`` lives in :mod:`restorekit.cli.info`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -19,54 +18,7 @@ models_app = typer.Typer(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("info")(info)
     app.add_typer(models_app, name="models")
-
-
-@handle_errors
-def info(file: Path = typer.Argument(..., help="A restorekit .safetensors weight file.")) -> None:
-    """Show what a weight file says about itself, and check that it rebuilds its network.
-
-    Example:
-
-      restore info runs/srresnet/srresnet.safetensors
-    """
-    from restorekit.weights import load_network
-
-    network, meta = load_network(file)
-    params = sum(p.numel() for p in network.parameters())
-    table = Table(show_header=False, title=str(file), title_justify="left")
-    table.add_column(style="bold")
-    table.add_column()
-    rows = [
-        ("network", f"{meta.name} ({meta.kind}, plugin {meta.plugin or '?'})"),
-        ("arguments", json.dumps(meta.args, sort_keys=True)),
-        ("task", meta.task),
-        ("scale", f"x{meta.scale}"),
-        ("model", _describe(meta.descriptor)),
-        ("parameters", f"{params:,}"),
-        ("recipe", f"{meta.recipe_name} (digest {meta.recipe_digest[:12]})" if meta.recipe_name else "-"),
-        ("metrics", ", ".join(f"{k} {v:.4f}" for k, v in meta.metrics.items()) or "-"),
-        ("restorekit", meta.version),
-        ("created", meta.created),
-    ]
-    rows += [(k, v[:200]) for k, v in sorted(meta.extra.items()) if k != "recipe"]
-    for key, value in rows:
-        table.add_row(key, Text(str(value)))
-    console.print(table)
-
-
-def _describe(descriptor) -> str:  # noqa: ANN001 - a ModelDescriptor (always set by load_network)
-    if descriptor is None:
-        return "-"
-    half = [n for n, ok in (("fp16", descriptor.supports_fp16), ("bf16", descriptor.supports_bf16)) if ok]
-    parts = [
-        f"{descriptor.in_channels}->{descriptor.out_channels} channels",
-        f"sides multiple of {descriptor.size_multiple}",
-        f"half precision: {', '.join(half) or 'no'}",
-        f"tiling: {descriptor.tiling}" + (f" (margin {descriptor.tile_margin})" if descriptor.tile_margin else ""),
-    ]
-    return "; ".join(parts)
 
 
 @models_app.callback()
