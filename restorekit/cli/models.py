@@ -24,11 +24,13 @@ def register(app: typer.Typer) -> None:
 @models_app.callback()
 @handle_errors
 def models_list(ctx: typer.Context) -> None:
-    """List named models (newest stored file per name).
+    """List named models: stored, downloaded from the catalogue, and available to download.
 
     Examples:
 
       restore models
+
+      restore models pull realesrgan-x4plus
 
       restore models add myesrgan converted.safetensors
     """
@@ -37,13 +39,49 @@ def models_list(ctx: typer.Context) -> None:
     from restorekit.store import list_models, models_dir
 
     table = Table(title=f"models in {models_dir()}", title_justify="left")
-    for column in ("name", "source", "created", "metrics", "file"):
-        table.add_column(column, style="bold cyan" if column == "name" else None)
+    for column in ("name", "source", "network", "size", "licence", "created", "metrics", "file or URL"):
+        # Fold (not crop) the location: a URL or path is only useful whole.
+        table.add_column(column, style="bold cyan" if column == "name" else None, overflow="fold")
     for entry in list_models():
         metrics = ", ".join(f"{k} {v:.2f}" for k, v in entry.metrics.items())
         location = str(entry.path) if entry.path else entry.url or ""
-        table.add_row(entry.name, entry.source, entry.created, metrics, Text(location))
+        network = entry.arch + (f" x{entry.scale}" if entry.scale else "")
+        table.add_row(
+            entry.name, entry.source, network, _size(entry.size), entry.licence, entry.created, metrics,
+            Text(location),
+        )
     console.print(table)
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    for unit in ("B", "KB", "MB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"
+
+
+@models_app.command("pull")
+@handle_errors
+def models_pull(
+    name: str = typer.Argument(..., help="A catalogue model ('restore models' lists them)."),
+    force: bool = typer.Option(False, "--force", help="Download and convert again even if already stored."),
+) -> None:
+    """Download a catalogue model, verify its SHA-256, convert it and store it under NAME.
+
+    Offline (RESTOREKIT_OFFLINE=1) nothing is downloaded; a file put by hand where the error message
+    says is verified and used.
+
+    Example:
+
+      restore models pull realesrgan-x4plus
+    """
+    from restorekit.store import pull
+
+    target = pull(name, force=force)
+    console.print(f"stored [bold]{name}[/] → {target}")
 
 
 @models_app.command("add")
