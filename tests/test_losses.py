@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from restorekit.losses.adversarial import BCEGANLoss, HingeGANLoss, LSGANLoss, RaGANLoss, WGANGPLoss
+from restorekit.losses import perceptual
 from restorekit.losses.base import is_adversarial
 from restorekit.losses.perceptual import (
     MissingWeightsError,
@@ -165,13 +166,15 @@ def test_perceptual_under_autocast_is_float32():
 
 @pytest.fixture
 def empty_hub(tmp_path):
+    # A private torch hub cache: no test reads or leaves a VGG file in the real one.
     previous = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     yield tmp_path / "hub"
     torch.hub.set_dir(previous)
 
 
-def test_missing_imagenet_weights_names_file_and_cache_path(empty_hub):
+def test_missing_imagenet_weights_offline_names_file_and_cache_path(empty_hub, monkeypatch):
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")  # forbids the download, so the file stays missing
     expected = empty_hub / "checkpoints" / "vgg19-dcbb9e9d.pth"
     with pytest.raises(MissingWeightsError) as info:
         PerceptualLoss()
@@ -179,29 +182,58 @@ def test_missing_imagenet_weights_names_file_and_cache_path(empty_hub):
     assert isinstance(info.value, FileNotFoundError)
     assert "vgg19-dcbb9e9d.pth" in message and str(expected) in message
     assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message and "weights_path" in message
-    assert "\n" not in message
+    assert "RESTOREKIT_OFFLINE" in message and "\n" not in message
     with pytest.raises(MissingWeightsError, match="vgg16-397923af.pth"):
         PerceptualLoss(network="vgg16", layers=["relu2_2"])
     with pytest.raises(MissingWeightsError, match="nowhere.pth does not exist"):
         PerceptualLoss(weights_path=empty_hub / "nowhere.pth")
+    assert not (empty_hub / "checkpoints").exists() or list((empty_hub / "checkpoints").iterdir()) == []
+
+
+def _torchvision_name(data: bytes) -> str:
+    """torchvision's file naming: the first 8 hex digits of the SHA-256 after the network name."""
+    import hashlib
+
+    return f"vgg19-{hashlib.sha256(data).hexdigest()[:8]}.pth"
 
 
 @pytest.fixture(scope="module")
 def vgg19_state(tmp_path_factory):
-    """A random torchvision VGG19 feature state dict, saved where the hub cache would hold it."""
+    """A random torchvision VGG19 feature state dict, saved under a torchvision-style (hash-prefixed) name."""
+    import io
+
     import torchvision
 
     torch.manual_seed(1)
     features = torchvision.models.vgg19(weights=None).features
     state = {f"features.{k}": v for k, v in features.state_dict().items()}
-    hub = tmp_path_factory.mktemp("hub")
-    path = hub / "checkpoints" / "vgg19-dcbb9e9d.pth"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = tmp_path_factory.mktemp("hub") / "checkpoints" / _torchvision_name(buffer.getvalue())
     path.parent.mkdir()
-    torch.save(state, path)
+    path.write_bytes(buffer.getvalue())
     return features, path
 
 
-def test_weights_path_and_hub_cache_load_the_given_state_dict(vgg19_state, empty_hub):
+@pytest.fixture
+def vgg_server(monkeypatch):
+    """A local HTTP server standing in for download.pytorch.org (the URL table is pointed at it)."""
+    from hub_server import start_server
+
+    monkeypatch.delenv("RESTOREKIT_OFFLINE", raising=False)
+    server, http = start_server()
+
+    def serve(data: bytes, name: str) -> str:
+        url = server.add(name, data)
+        monkeypatch.setitem(perceptual.IMAGENET_URLS, "vgg19", url)
+        return url
+
+    yield server, serve
+    http.shutdown()
+    http.server_close()
+
+
+def test_weights_path_and_hub_cache_load_the_given_state_dict(vgg19_state, empty_hub, monkeypatch):
     features, path = vgg19_state
     images = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     loss = PerceptualLoss(layers={"conv3_4": 1.0, "relu4_1": 0.5}, weights_path=path)
@@ -216,9 +248,36 @@ def test_weights_path_and_hub_cache_load_the_given_state_dict(vgg19_state, empty
     assert isinstance(reference[16], nn.Conv2d)
     torch.testing.assert_close(loss(*images), expected)
 
+    # A file already in the hub cache is hash-checked against its name and used, offline too.
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
+    monkeypatch.setitem(perceptual.IMAGENET_URLS, "vgg19", f"http://127.0.0.1:1/{path.name}")
     torch.hub.set_dir(str(path.parent.parent))
     cached = PerceptualLoss(layers={"conv3_4": 1.0, "relu4_1": 0.5})
     torch.testing.assert_close(cached(*images), expected)
+
+
+def test_imagenet_weights_are_downloaded_on_first_use_and_hash_checked(vgg19_state, empty_hub, vgg_server):
+    features, path = vgg19_state
+    server, serve = vgg_server
+    url = serve(path.read_bytes(), path.name)
+    loss = PerceptualLoss(layers=["conv1_1"])
+    cached = empty_hub / "checkpoints" / path.name
+    assert cached.read_bytes() == path.read_bytes()
+    torch.testing.assert_close(loss.features[0].weight, features[0].weight)
+    PerceptualLoss(layers=["conv1_1"])  # the second one reads the cache
+    assert [r.path for r in server.requests] == [f"/{path.name}"] and url.endswith(path.name)
+
+
+def test_imagenet_download_with_wrong_bytes_is_refused(vgg19_state, empty_hub, vgg_server):
+    _, path = vgg19_state
+    server, serve = vgg_server
+    url = serve(b"not the VGG weights", path.name)  # served under the real file's hash-prefixed name
+    with pytest.raises(MissingWeightsError) as info:
+        PerceptualLoss(layers=["conv1_1"])
+    message = str(info.value)
+    assert url in message and str(empty_hub / "checkpoints" / path.name) in message and "SHA-256" in message
+    leftovers = [p.name for p in (empty_hub / "checkpoints").iterdir() if not p.name.endswith(".lock")]
+    assert leftovers == []
 
 
 def test_safetensors_weights_path(vgg19_state, tmp_path):

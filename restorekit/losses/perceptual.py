@@ -9,9 +9,12 @@ torchvision's VGG applies its ReLUs in place, which would overwrite a captured `
 its activation. The feature stack is therefore rebuilt with out-of-place ReLUs, and it is cut after the
 deepest requested layer so that no unused layer costs time.
 
-Weights are never downloaded: the ImageNet file is looked up in the torch hub cache (or at
-``weights_path``), and a missing file is a :class:`MissingWeightsError` naming the file, its URL and the
-place to put it. Importing this module builds nothing and reads nothing.
+The ImageNet weights are torchvision's files, fetched on first use into the torch hub cache
+(``torch.hub.get_dir()/checkpoints``) through :func:`restorekit.hub.fetch` — resumable, with progress,
+checked against the SHA-256 prefix in the file name as ``torch.hub`` does — unless ``weights_path``
+names a local file. Offline (``RESTOREKIT_OFFLINE=1``) or on a failed download, a missing file is a
+:class:`MissingWeightsError` naming the file, its URL and the place to put it. Importing this module
+builds nothing and reads nothing.
 """
 
 from __future__ import annotations
@@ -37,9 +40,15 @@ CRITERIA = ("mse", "l1")
 WEIGHTS = ("imagenet", "random")
 DEFAULT_LAYERS = {"conv5_4": 1.0}
 
+IMAGENET_URLS: dict[str, str] = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "vgg19": "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+}
+"""torchvision's ``IMAGENET1K_V1`` files (a module attribute, so tests can point it at a local server)."""
+
 
 class MissingWeightsError(FileNotFoundError):
-    """The ImageNet VGG weights file is not on disk (restorekit never downloads it)."""
+    """The ImageNet VGG weights file is not on disk and could not be downloaded (or offline)."""
 
 
 class VGGWeightsError(ValueError):
@@ -143,10 +152,13 @@ def imagenet_weights_file(network: str) -> tuple[str, str]:
         ``(filename, url)``, e.g. ``("vgg19-dcbb9e9d.pth", "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth")``.
     """
     _check_network(network)
-    from torchvision.models import VGG16_Weights, VGG19_Weights
+    url = IMAGENET_URLS[network]
+    return os.path.basename(urlparse(url).path), url
 
-    enum = {"vgg16": VGG16_Weights, "vgg19": VGG19_Weights}[network].IMAGENET1K_V1
-    return os.path.basename(urlparse(enum.url).path), enum.url
+
+def _hash_prefix(filename: str) -> str:
+    """The SHA-256 prefix torchvision writes into its file names (``vgg19-dcbb9e9d.pth`` → ``dcbb9e9d``)."""
+    return Path(filename).stem.rsplit("-", 1)[-1]
 
 
 def _find_weights_file(network: str, weights_path: str | os.PathLike | None) -> Path:
@@ -159,13 +171,17 @@ def _find_weights_file(network: str, weights_path: str | os.PathLike | None) -> 
                 f"{network} ImageNet weights ({filename}, from {url})"
             )
         return path
+    from restorekit.hub import DownloadError, fetch
+
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    if not path.is_file():
+    try:
+        # The same cache torchvision uses, so a file either tool downloaded serves both.
+        return fetch(url, path, sha256_prefix=_hash_prefix(filename), label=filename)
+    except DownloadError as exc:
         raise MissingWeightsError(
-            f"PerceptualLoss needs torchvision's {network} ImageNet weights {filename} (from {url}); "
-            f"put it at {path} or set weights_path in the recipe's perceptual loss args"
-        )
-    return path
+            f"PerceptualLoss needs torchvision's {network} ImageNet weights {filename} (from {url}): {exc}; "
+            f"or set weights_path in the recipe's perceptual loss args"
+        ) from None
 
 
 def _read_state_dict(path: Path) -> Mapping[str, Tensor]:
@@ -226,7 +242,7 @@ class PerceptualLoss(nn.Module):
 
     Raises:
         ValueError: unknown network, layer, criterion or weights, or a bad ``resize_to``.
-        MissingWeightsError: the ImageNet weights file is not on disk.
+        MissingWeightsError: the ImageNet weights file is not on disk and cannot be downloaded.
         VGGWeightsError: the weights file is unreadable or is not the requested network's.
 
     Example:
