@@ -24,6 +24,8 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep every test's model store and caches out of the user's home."""
     home = tmp_path_factory.mktemp("restorekit-home")
     monkeypatch.setenv("RESTOREKIT_HOME", str(home))
+    # Tests never reach the internet: downloads are tested against a local server with this unset.
+    monkeypatch.setenv("RESTOREKIT_OFFLINE", "1")
     return home
 
 

@@ -140,6 +140,7 @@ def check_components(recipe: Recipe, file: str) -> list[Problem]:
         problems.append(Problem(file, "losses.discriminator", "terms given but there is no [discriminator] table"))
 
     if recipe.generator.init is not None:
+        from restorekit.convert import ConvertError
         from restorekit.store import resolve_weights
         from restorekit.weights import WeightsError, read_info
 
@@ -157,6 +158,6 @@ def check_components(recipe: Recipe, file: str) -> list[Problem]:
                         Problem(file, "generator.init", f"{path} holds {held.name} {held.args}, "
                                 f"the recipe builds {wanted[0]} {wanted[1]}")
                     )
-        except (FileNotFoundError, WeightsError) as exc:
+        except (FileNotFoundError, WeightsError, ConvertError) as exc:
             problems.append(Problem(file, "generator.init", str(exc)))
     return problems
