@@ -53,6 +53,7 @@ Example:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -159,7 +160,8 @@ def load_with_spandrel(state: Mapping[str, Tensor], path: str | Path) -> tuple[n
         ``(network, info)``: a :class:`SpandrelNetwork` in eval mode on the CPU, and a
         :class:`~restorekit.weights.WeightInfo` whose descriptor comes from :func:`map_descriptor` and
         whose ``extra`` records ``source_file``, ``source_sha256``, ``loaded_by``,
-        ``spandrel_architecture``, ``spandrel_version`` and ``spandrel_tags``. ``None`` when spandrel is
+        ``spandrel_architecture``, ``spandrel_version``, ``spandrel_tags`` and
+        ``spandrel_size_requirements``. ``None`` when spandrel is
         not installed or does not recognise the keys.
 
     Raises:
@@ -173,7 +175,10 @@ def load_with_spandrel(state: Mapping[str, Tensor], path: str | Path) -> tuple[n
 
     path = Path(path)
     try:
-        loaded = ModelLoader(device="cpu").load_from_state_dict(_canonical(state))
+        with warnings.catch_warnings():
+            # Some architectures (SwinIR's torch.meshgrid) warn about torch API changes: noise to a user.
+            warnings.simplefilter("ignore", UserWarning)
+            loaded = ModelLoader(device="cpu").load_from_state_dict(_canonical(state))
     except UnsupportedModelError:
         return None
     except MemoryError:
@@ -202,9 +207,17 @@ def load_with_spandrel(state: Mapping[str, Tensor], path: str | Path) -> tuple[n
             "spandrel_architecture": arch,
             "spandrel_version": version,
             "spandrel_tags": ", ".join(loaded.tags),
+            "spandrel_size_requirements": _size_requirements(loaded),
         },
     )
     return SpandrelNetwork(loaded).eval(), info
+
+
+def _size_requirements(loaded: ImageModelDescriptor) -> str:
+    """spandrel's size requirements in words; those beyond ``size_multiple`` are met by :class:`SpandrelNetwork`."""
+    needs = loaded.size_requirements
+    parts = [f"multiple of {needs.multiple_of}"] + [f"minimum {needs.minimum}"] * (needs.minimum > 0)
+    return ", ".join(parts + ["square"] * needs.square)
 
 
 def map_descriptor(loaded: ImageModelDescriptor) -> ModelDescriptor:
