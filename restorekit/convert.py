@@ -251,7 +251,17 @@ def load_foreign(path: str | Path, *, hints: Mapping[str, Any] | None = None) ->
         refused, converted = exc, None
     if converted is not None:
         return converted
-    loaded = load_with_spandrel(state, path)
+    if "arch" in hints:  # an arch hint names a restorekit generator: spandrel's architectures are not
+        if refused is not None:
+            raise refused
+        raise ConvertError(_unrecognised(state, path, hints))
+    try:
+        loaded = load_with_spandrel(state, path)
+    except ConvertError:
+        # A plugin that recognised the file explains it better than spandrel failing on it too.
+        if refused is not None:
+            raise refused from None
+        raise
     if loaded is None:
         if refused is not None:
             raise refused
@@ -316,7 +326,7 @@ def _convert_with_plugins(
 
 def _unrecognised(state: Mapping[str, torch.Tensor], path: Path, hints: Mapping[str, Any]) -> str:
     """The one line for a checkpoint nothing recognises: its keys, who was asked, what would help."""
-    from restorekit.community import architecture_count, install_hint, spandrel_version
+    from restorekit.community import architecture_count, identify, install_hint, spandrel_version
     from restorekit.plugins import get_plugins
 
     hook = get_plugins().pm.hook.convert_state_dict
@@ -324,11 +334,13 @@ def _unrecognised(state: Mapping[str, torch.Tensor], path: Path, hints: Mapping[
     keys = ", ".join(list(state)[:4])
     what = f"as '{hints['arch']}' " if "arch" in hints else ""
     version = spandrel_version()
-    spandrel = (
-        f"spandrel {version} ({architecture_count()} architectures) does not recognise it either"
-        if version
-        else install_hint()
-    )
+    named = identify(state) if version and "arch" in hints else None
+    if named is not None:
+        spandrel = f"spandrel reads it as {named}, not as '{hints['arch']}'"
+    elif version:
+        spandrel = f"spandrel {version} ({architecture_count()} architectures) does not recognise it either"
+    else:
+        spandrel = install_hint()
     return (
         f"{path}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
         f"layouts are known to plugin(s): {', '.join(converters) or 'none'}; {spandrel}"

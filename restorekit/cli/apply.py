@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
-from restorekit.cli.options import ARCH_OPTION, inference_options
+from restorekit.cli.options import ARCH_OPTION, MAX_PIXELS_OPTION, inference_options
 
 if TYPE_CHECKING:
     from restorekit.inference.model import RestorationModel
@@ -237,13 +237,7 @@ def apply(
         show_default=False,
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs (kept otherwise)."),
-    max_pixels: Optional[int] = typer.Option(  # noqa: UP007
-        None,
-        "--max-pixels",
-        min=1,
-        help="Largest image (width × height) to read; raises Pillow's decompression-bomb limit.",
-        show_default=False,
-    ),
+    max_pixels: Optional[int] = MAX_PIXELS_OPTION,  # noqa: UP007
     scale: Optional[int] = typer.Option(  # noqa: UP007
         None,
         "--scale",

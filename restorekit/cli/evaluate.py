@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
-from restorekit.cli.options import ARCH_OPTION, inference_options
+from restorekit.cli.options import ARCH_OPTION, MAX_PIXELS_OPTION, inference_options
 
 if TYPE_CHECKING:
     from restorekit.evaluation import EvaluationResult
@@ -83,9 +83,7 @@ def evaluate(
         show_default=False,
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (per image, mean, settings) instead of a table."),
-    max_pixels: Optional[int] = typer.Option(  # noqa: UP007
-        None, "--max-pixels", min=1, help="Raise Pillow's decompression-bomb limit.", show_default=False
-    ),
+    max_pixels: Optional[int] = MAX_PIXELS_OPTION,  # noqa: UP007
     *,
     options: InferenceOptions,
 ) -> None:

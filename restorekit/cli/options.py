@@ -86,6 +86,15 @@ ARCH_OPTION: Any = typer.Option(
     show_default=False,
 )
 
+#: ``--max-pixels N``: the decompression-bomb limit, shared by the commands that read images.
+MAX_PIXELS_OPTION: Any = typer.Option(
+    None,
+    "--max-pixels",
+    min=1,
+    help="Largest image (width × height) to read; raises Pillow's decompression-bomb limit.",
+    show_default=False,
+)
+
 
 def options_from_flags(values: Mapping[str, Any]) -> InferenceOptions:
     """Build the options from parsed flag values; a bad combination ends in one usage line (exit 2)."""
