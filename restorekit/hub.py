@@ -17,13 +17,14 @@ Environment:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+
+from restorekit.fileio import sha256_file
 
 CHUNK = 1 << 18
 CONNECT_TIMEOUT = 10.0
@@ -55,20 +56,12 @@ class Expected:
         """Why *path* is not the expected file, or None when it is."""
         if self.size is not None and path.stat().st_size != self.size:
             return f"it has {path.stat().st_size:,} bytes, expected {self.size:,}"
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if self.sha256 and digest != self.sha256.lower():
             return f"its SHA-256 is {digest}, expected {self.sha256.lower()}"
         if self.sha256_prefix and not digest.startswith(self.sha256_prefix.lower()):
             return f"its SHA-256 is {digest}, expected one starting with {self.sha256_prefix.lower()}"
         return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(
@@ -147,7 +140,16 @@ def _show_progress(progress: bool | None) -> bool:
     return sys.stderr.isatty()
 
 
+#: Files already hash-checked in this process, by path, size and modification time: a cached file (the
+#: 548 MB VGG19, used by every perceptual loss built) is hashed once, not at every use.
+_VERIFIED: set[tuple[str, int, int, Expected]] = set()
+
+
 def _verified(path: Path, url: str, expected: Expected, label: str) -> Path:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, expected)
+    if key in _VERIFIED:
+        return path
     problem = expected.problem(path)
     if problem:
         # Never delete it: a file on disk at the final path was put there by hand (downloads are verified
@@ -155,6 +157,7 @@ def _verified(path: Path, url: str, expected: Expected, label: str) -> Path:
         raise DownloadError(
             f"{label}: {path} is not the file from {url} ({problem}); delete it or replace it with that file"
         )
+    _VERIFIED.add(key)
     return path
 
 
