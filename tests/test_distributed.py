@@ -228,7 +228,9 @@ def test_ctrl_c_to_torchrun_writes_one_checkpoint_and_all_exit(tiny_recipe, tmp_
     step, path = kept[0]
     assert ckpt.load_checkpoint(path)["step"] == step
     for rank in (0, 1):  # both stopped after the same step, and said so
-        assert f"interrupted at step {step}; checkpoint written to {path}" in rank_stderr(logs, rank)
+        said = " ".join(rank_stderr(logs, rank).split())
+        assert f"stopped at step {step} of 100000; checkpoint {path}; resume with: torchrun --nproc-per-node 2 " in said
+        assert f"-m restorekit.cli resume {tmp_path / 'run'}" in said
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
 
 

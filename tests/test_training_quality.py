@@ -89,3 +89,38 @@ def test_quickstart_beats_bicubic(tmp_path):
     assert final["psnr_y"] > baseline["psnr_y"] and final["ssim_y"] > baseline["ssim_y"]
     for name in ("quickstart.safetensors", "previews.gif", "before_after.png", "recipe.toml"):
         assert (run / name).is_file()
+    assert "apply them: restore apply --model quickstart photo.jpg" in out.stderr
+    from conftest import SHARED_DATA
+
+    if (SHARED_DATA / "sr-bench" / "Set5").is_dir():
+        check_quickstart_on_set5(run / "quickstart.safetensors", SHARED_DATA / "sr-bench" / "Set5")
+
+
+def check_quickstart_on_set5(weights: Path, set5: Path) -> None:
+    """Issue 13's bar: above bicubic on every Set5 image in PSNR-Y and RGB PSNR, and no colour shift (the
+    mean per-channel difference to the original within 0.5 of a level of bicubic's)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import restorekit
+    from restorekit.evaluation import evaluate
+
+    model = restorekit.load_model(weights)
+    scores = evaluate(model, set5 / "HR", lr_dir=set5 / "LR_bicubic")
+    bicubic = evaluate("bicubic", set5 / "HR", lr_dir=set5 / "LR_bicubic", scale=4)
+    from restorekit.plugins import registry
+
+    task = registry("tasks").build("super_resolution", scale=4)
+    for image, base in zip(scores.images, bicubic.images):
+        assert image.metrics["psnr_y"] > base.metrics["psnr_y"], image.name
+        assert image.metrics["psnr_rgb"] > base.metrics["psnr_rgb"], image.name
+        lr = Image.open(set5 / "LR_bicubic" / "X4" / f"{image.name}x4.png").convert("RGB")
+        hr = np.asarray(Image.open(set5 / "HR" / f"{image.name}.png").convert("RGB"), dtype=np.float64)
+        out = np.asarray(model(lr), dtype=np.float64)
+        lr_t = torch.from_numpy(np.array(lr)).permute(2, 0, 1).float() / 255
+        bic = (task.baseline("bicubic", lr_t) * 255).round().permute(1, 2, 0).numpy()
+        h, w = out.shape[:2]
+        shift_out = np.abs((out - hr[:h, :w]).reshape(-1, 3).mean(0))
+        shift_bic = np.abs((bic[:h, :w] - hr[:h, :w]).reshape(-1, 3).mean(0))
+        assert (shift_out - shift_bic).max() <= 0.5, (image.name, shift_out, shift_bic)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from restorekit.fileio import atomic_path, remove_temporaries  # noqa: F401 - re-exported
+from restorekit.train.errors import TrainingError
 
 FORMAT = "restorekit-checkpoint"
 NAME = re.compile(r"^step_(\d+)\.ckpt$")
@@ -68,22 +69,67 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+class CheckpointError(TrainingError, ValueError):
+    """A checkpoint that is damaged, unsafe or not restorekit's; the one-line message names the file."""
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely (``weights_only=True``).
+    """Read a checkpoint safely (``weights_only=True``) and check its layout before anything uses it.
 
     Raises:
-        ValueError: the file is damaged or not a restorekit checkpoint.
+        CheckpointError: the file is missing, damaged, holds pickled objects beyond tensors, or is not a
+            restorekit checkpoint (a ``ValueError`` too, as before).
     """
+    from restorekit.convert import ConvertError, torch_load_safely
+    from restorekit.fileio import printable
+
+    shown = printable(path)
+    if not Path(path).is_file():
+        raise CheckpointError(f"{shown}: no such checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to parse means a damaged file
-        raise ValueError(f"{path}: damaged checkpoint ({type(exc).__name__}: {str(exc)[:200]})") from None
+        payload = torch_load_safely(path)
+    except ConvertError as exc:
+        reason = str(exc)[len(shown) + 2 :] if str(exc).startswith(f"{shown}: ") else str(exc)
+        if "pickled Python objects" in reason:  # not damaged: made to run code when unpickled
+            raise CheckpointError(f"{shown}: unsafe checkpoint: {reason}") from None
+        raise CheckpointError(f"{shown}: damaged checkpoint ({reason})") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure to parse means a damaged file
+        raise CheckpointError(f"{shown}: damaged checkpoint ({type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a restorekit training checkpoint")
+        raise CheckpointError(f"{shown}: not a restorekit training checkpoint")
     for key in ("step", "models", "optimizers", "rng"):
         if key not in payload:
-            raise ValueError(f"{path}: damaged checkpoint (no '{key}')")
+            raise CheckpointError(f"{shown}: damaged checkpoint (no '{key}')")
+    problem = _layout_problem(payload)
+    if problem:
+        raise CheckpointError(f"{shown}: damaged checkpoint ({problem})")
     return payload
+
+
+def _layout_problem(payload: dict[str, Any]) -> str:
+    """What is wrong with a loaded checkpoint's structure (types the resume code relies on), or ""."""
+    step = payload["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"step {step!r} is not a non-negative integer"
+    for section in ("models", "optimizers", "schedulers", "scalers"):
+        value = payload.get(section, {})
+        if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+            return f"'{section}' is not a table of states per network"
+    for role, state in payload["models"].items():
+        # Module.get_extra_state may add a "..._extra_state" entry of any type; everything else is a tensor.
+        if not all(isinstance(k, str) and (torch.is_tensor(v) or k.endswith("_extra_state")) for k, v in state.items()):
+            return f"the {role} weights are not a table of tensors"
+    rng = payload["rng"]
+    if not isinstance(rng, dict) or not isinstance(rng.get("torch"), torch.Tensor):
+        return "'rng' holds no torch generator state"
+    python = rng.get("python")
+    numpy_state = rng.get("numpy")
+    if not isinstance(python, (tuple, list)) or len(python) != 3:
+        return "'rng' holds no Python generator state"
+    numpy_keys = {"kind", "keys", "pos", "has_gauss", "cached_gaussian"}
+    if not isinstance(numpy_state, dict) or not numpy_keys <= set(numpy_state):
+        return "'rng' holds no NumPy generator state"
+    return ""
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:

@@ -47,6 +47,7 @@ def run_state(trainer: Trainer) -> dict[str, Any]:
         "rng": ckpt.capture_rng(),
         "best": dict(trainer.best),
         "last_val": dict(trainer.last_val),
+        "baseline": dict(trainer.baseline),
         "previews": [str(p) for p in trainer.previews],
     }
 
@@ -72,6 +73,7 @@ def load_run_state(trainer: Trainer, payload: dict[str, Any], source: Path) -> N
     trainer.step = int(payload["step"])
     trainer.best = dict(payload.get("best", {}))
     trainer.last_val = dict(payload.get("last_val", {}))
+    trainer.baseline = dict(payload.get("baseline", {}))  # older checkpoints lack it: measured again
     trainer.previews = [Path(p) for p in payload.get("previews", []) if Path(p).is_file()]
     ckpt.restore_rng(payload["rng"])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,7 @@ from restorekit.train.distributed import (
     shutdown_distributed,
     sync_step,
 )
-from restorekit.train.errors import TrainingError
+from restorekit.train.errors import TrainingError, TrainingStopped
 from restorekit.train.finish import TrainResult, finish_run  # noqa: F401 - TrainResult re-exported
 from restorekit.train.networks import (
     DISCRIMINATOR,
@@ -45,7 +46,14 @@ from restorekit.train.networks import (
     TrainedNetwork,
     attach_training,
 )
-from restorekit.train.reporting import MetricsLog, TrainProgress, save_preview
+from restorekit.train.reporting import (
+    DurationEstimate,
+    MetricsLog,
+    TrainProgress,
+    format_duration,
+    labelled_strip,
+    save_picture,
+)
 from restorekit.train.validation import validate_network
 
 
@@ -119,7 +127,14 @@ class Trainer:
         self.step = 0
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        #: The task's first baseline (bicubic, the blurred input) on the validation data: what the
+        #: model must beat; measured once per run and kept in checkpoints.
+        self.baseline: dict[str, float] = {}
         self.previews: list[Path] = []
+        #: How this run was started and how to resume it (``restore resume RUN_DIR``); set by the CLI.
+        self.resume_command = f"restore resume {self.run_dir}"
+        #: The --set changes given on resume (None: this run was not resumed).
+        self.resumed_with: list[str] | None = None
 
     # -- the networks -------------------------------------------------------------------------------
 
@@ -198,7 +213,7 @@ class Trainer:
         if not self.quiet:
             from rich.console import Console
 
-            Console(stderr=True, highlight=False).print(message)
+            Console(stderr=True, highlight=False).print(message, soft_wrap=True)
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -302,13 +317,15 @@ class Trainer:
             self.eval_network(),
             device=self.device,
             memory_format=self.memory_format,
-            baseline=not self.best,  # the baseline does not change: logged once per run
+            baseline=not self.baseline,  # the baseline does not change: measured once per run
             preview_size=r.output.preview_size if r.output.previews else None,
         )
         totals = result.metrics
-        if result.baseline and log is not None:
-            log.write("baseline", self.step, result.baseline)
-            self.say("baseline (no model): " + ", ".join(f"{k} {v:.4f}" for k, v in result.baseline.items()))
+        if result.baseline:
+            self.baseline = dict(result.baseline)
+            if log is not None:
+                log.write("baseline", self.step, result.baseline)
+            self.say(f"baseline ({self.baseline_name}): " + ", ".join(f"{k} {v:.4f}" for k, v in result.baseline.items()))
         if log is not None:
             log.write("val", self.step, totals)
         key = self.task.primary_metric
@@ -317,9 +334,53 @@ class Trainer:
         self.last_val = totals
         if result.preview is not None:
             path = self.run_dir / "previews" / f"step_{self.step:08d}.png"
-            save_preview(result.preview, path)
+            untrained = " (untrained)" if self.step == 0 and not r.generator.init else ""
+            caption = f"step {self.step}{untrained} · {self.compare_to_baseline(totals, short=True)}"
+            save_picture(labelled_strip(result.preview, caption=caption, target=result.preview_target), path)
             self.previews.append(path)
         return totals
+
+    @property
+    def baseline_name(self) -> str:
+        """The task's first baseline (``bicubic``, ``identity``), or "baseline"."""
+        return self.task.baselines[0] if self.task.baselines else "baseline"
+
+    def compare_to_baseline(self, values: dict[str, float], *, short: bool = False) -> str:
+        """``psnr_y 32.05 (bicubic 31.47, +0.58 better)``: the primary metric against the baseline."""
+        from restorekit.train.finish import metric_verdict
+
+        key = self.task.primary_metric if self.task.primary_metric in values else next(iter(values), None)
+        if key is None:
+            return "no metrics"
+        if key not in self.baseline:
+            return f"{key} {values[key]:.2f}"
+        verdict = metric_verdict(key, values[key], self.baseline[key])
+        if short:
+            return f"{key} {values[key]:.2f} ({self.baseline_name} {self.baseline[key]:.2f}, {verdict})"
+        return f"{key} {values[key]:.4f} against {self.baseline_name} {self.baseline[key]:.4f}: {verdict}"
+
+    def duration_message(self, seconds_per_step: float) -> list[str]:
+        """How long the run as given will take on this device, and what helps when it is days."""
+        r = self.recipe
+        remaining = (r.train.steps - self.step) * seconds_per_step
+        device = self.device.type if self.device.type != "cuda" else torch.cuda.get_device_name(self.device)
+        rate = f"{1 / seconds_per_step:.3g} it/s" if seconds_per_step < 1 else f"{seconds_per_step:.3g} s/step"
+        lines = [
+            f"expected duration: {r.train.steps - self.step} more steps at {rate} on {device} ≈ "
+            f"{format_duration(remaining)} (validation and checkpoints not counted)"
+        ]
+        if remaining < 86400:
+            return lines
+        size_args = [k for k in ("num_blocks", "num_features", "num_conv", "num_grow_ch") if k in r.generator.args]
+        smaller = " ".join(f"--set generator.args.{k}=..." for k in size_args[:2])
+        hints = []
+        if self.device.type != "cuda":
+            hints.append("train on a GPU (--set train.device=cuda)")
+        hints.append(f"a smaller network or crop ({smaller + ' ' if smaller else ''}--set data.train.crop=...)")
+        hints.append(f"fewer steps (--set train.steps={max(1, int(86400 / seconds_per_step)):d} fits a day here)")
+        hints.append("or fine-tune a catalogue model (--set generator.init=NAME; see 'restore models')")
+        lines.append(f"[yellow]note:[/] that is {format_duration(remaining)} on this device; to go faster: " + ", ".join(hints))
+        return lines
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -335,9 +396,14 @@ class Trainer:
         stop = False
         for net in self.networks:
             net.module.train()
+        if self.resumed_with is not None and log is not None:
+            log.write("resume", self.step, {"overrides": self.resumed_with})
+            if self.resumed_with:
+                self.say("changed on resume (recorded in metrics.jsonl): " + ", ".join(self.resumed_with))
         if self.step == 0 and log is not None:
             self.validate(log)
         timer, timer_step, pixels = time.perf_counter(), self.step, 0
+        estimate = DurationEstimate(self.step, t.steps)
         # Ctrl-C and SIGTERM only ask to stop: the step in flight completes, so the checkpoint written
         # on the way out is consistent, and sync_step makes every process stop at the same step.
         with StopRequest() as signals, TrainProgress(t.steps, self.step, enabled=not self.quiet) as bar:
@@ -352,6 +418,10 @@ class Trainer:
                     pixels += hr.shape[0] * hr.shape[-1] * hr.shape[-2]
                 logs = self.train_step(micro)
                 self.step += 1
+                per_step = estimate.observe(self.step)
+                if per_step is not None:
+                    for line in self.duration_message(per_step):
+                        bar.log(line)
                 values, stop = sync_step(self.env, logs, signals.requested, self.device)
                 bad = [k for k, v in values.items() if not math.isfinite(v)]
                 if bad:
@@ -377,7 +447,8 @@ class Trainer:
                 if self.step % r.output.val_every == 0 and self.step != t.steps:
                     val = self.validate(log)
                     if val:
-                        bar.log(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+                        others = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if k != self.task.primary_metric)
+                        bar.log(f"step {self.step}: {self.compare_to_baseline(val)}" + (f"; {others}" if others else ""))
                 if self.step % r.output.checkpoint_every == 0:
                     self.save_checkpoint()
         if self.step < t.steps:  # stopped on request
@@ -385,15 +456,29 @@ class Trainer:
             barrier(self.env)  # every process reports the checkpoint once it exists
             if log is not None:
                 log.close()
-            raise TrainingError(
-                f"interrupted at step {self.step}; checkpoint written to "
-                f"{ckpt.checkpoint_path(self.ckpt_dir, self.step)}; continue with --resume"
+            command = self.resume_command
+            if self.env.enabled and command.startswith("restore "):
+                # The same launch as this run's: every process resumes from the one checkpoint.
+                local = int(os.environ.get("LOCAL_WORLD_SIZE", self.env.world_size))
+                command = f"torchrun --nproc-per-node {local} -m restorekit.cli {command[len('restore '):]}"
+                if local != self.env.world_size:
+                    command += " (with this run's --nnodes/--rdzv options)"
+            raise TrainingStopped(
+                f"stopped at step {self.step} of {t.steps}; checkpoint "
+                f"{ckpt.checkpoint_path(self.ckpt_dir, self.step)}; resume with: {command}",
+                step=self.step,
             )
         return finish_run(self, log)
 
 
 def train(
-    recipe: Recipe, *, resume: bool = False, resume_from: Path | None = None, quiet: bool = False
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    resume_from: Path | None = None,
+    quiet: bool = False,
+    resume_overrides: list[str] | None = None,
+    resume_command: str | None = None,
 ) -> TrainResult:
     """Train *recipe* to its last step and write its weights.
 
@@ -402,11 +487,16 @@ def train(
         resume: continue from the newest valid checkpoint in the run folder (damaged ones are skipped).
         resume_from: continue from this checkpoint file.
         quiet: no progress bar or messages.
+        resume_overrides: the ``--set`` changes given on resuming, recorded in metrics.jsonl (a
+            ``resume`` record) when a checkpoint is resumed.
+        resume_command: the command a stopped run prints to be resumed (default
+            ``restore resume RUN_DIR``).
 
     Raises:
-        TrainingError: the run cannot start (existing run folder, bad batch split) or stopped
-            (NaN/inf loss, interruption — on Ctrl-C or SIGTERM the step in flight completes and a
-            checkpoint is written first).
+        TrainingError: the run cannot start (existing run folder, bad batch split) or failed
+            (NaN/inf loss).
+        TrainingStopped: the run was asked to stop (Ctrl-C, SIGTERM): the step in flight completed
+            and a checkpoint was written; the message names it and the command that resumes.
         KeyboardInterrupt: a second Ctrl-C, which stops at once (the last checkpoint is kept).
 
     Example:
@@ -418,7 +508,11 @@ def train(
     trainer = None
     try:
         trainer = Trainer(recipe, quiet=quiet)
+        if resume_command:
+            trainer.resume_command = resume_command
         trainer.prepare_run_dir(resume=resume, resume_from=resume_from)
+        if trainer.step > 0:
+            trainer.resumed_with = list(resume_overrides or [])
         return trainer.fit()
     finally:
         shutdown_distributed()

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from restorekit.evaluation.loop import Restore, run_benchmark
 from restorekit.evaluation.result import mean_metrics
-from restorekit.tasks.base import EvalSet, Task
+from restorekit.tasks.base import EvalSet, PreviewPanel, Task
 
 
 @dataclass
@@ -30,12 +30,15 @@ class Validation:
     Attributes:
         metrics: Mean of each metric over the images, in the task's table order.
         baseline: The first baseline's means (only when asked for), else empty.
-        preview: An input | output | target crop of the first image, when asked for.
+        preview: The labelled panels (input, baseline, output, target) of a crop of the first image,
+            when asked for.
+        preview_target: The target crop the scored panels are compared with.
     """
 
     metrics: dict[str, float]
     baseline: dict[str, float] = field(default_factory=dict)
-    preview: Tensor | None = None
+    preview: list[PreviewPanel] | None = None
+    preview_target: Tensor | None = None
 
 
 def network_restorer(net: nn.Module, device: torch.device, memory_format: torch.memory_format) -> Restore:
@@ -88,7 +91,7 @@ def validate_network(
                 result.baseline = mean_metrics(run_benchmark(task, data, None, baseline=task.baselines[0]), names)
             if preview_size is not None and len(data):
                 first = data[0]
-                result.preview = preview_crop(
+                result.preview, result.preview_target = preview_crop(
                     task, net, first.input[None].to(device), first.target[None].to(device), preview_size, memory_format
                 )
             return result
@@ -117,7 +120,7 @@ def _validate_legacy(
             for key, value in task.baseline_metrics(inp, target).items():
                 result.baseline[key] = result.baseline.get(key, 0.0) + value / count
         if index == 0 and preview_size is not None:
-            result.preview = preview_crop(task, net, inp, target, preview_size, memory_format)
+            result.preview, result.preview_target = preview_crop(task, net, inp, target, preview_size, memory_format)
     return result
 
 
@@ -129,33 +132,59 @@ def legacy_pair(task: Task, item: dict[str, Any], device: torch.device) -> tuple
 
 def preview_crop(
     task: Task, net: nn.Module, inp: Tensor, target: Tensor, size: int, memory_format: torch.memory_format
-) -> Tensor:
-    """Input | output | target of the central ``size`` x ``size`` input crop, as the task lays it out."""
+) -> tuple[list[PreviewPanel], Tensor]:
+    """The task's labelled panels of the central ``size`` x ``size`` input crop, and the target crop."""
     h, w = inp.shape[-2:]
     top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
     crop = inp[..., top : top + size, left : left + size]
     s = task.scale or 1
     tgt = target[..., top * s : (top + crop.shape[-2]) * s, left * s : (left + crop.shape[-1]) * s]
     out = net(crop.contiguous(memory_format=memory_format)).float().clamp(0, 1)
-    return task.preview(crop, out, tgt)
+    return task.preview_panels(crop, out, tgt), tgt[0].float().clamp(0, 1).cpu()
 
 
 @torch.no_grad()
 def before_after(task: Task, data: Sequence[Any], net: nn.Module, device: torch.device) -> Tensor | None:
     """Baseline | restored of the first validation image, one ``(3, H, 2W)`` CPU image (None: no images)."""
+    parts = before_after_parts(task, data, net, device)
+    if parts is None:
+        return None
+    base, out, _target, _name = parts
+    return torch.cat([base, out], dim=-1)
+
+
+@torch.no_grad()
+def before_after_parts(
+    task: Task, data: Sequence[Any], net: nn.Module, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor | None, str] | None:
+    """``(baseline, restored, target, baseline name)`` of the first validation image (None: no images).
+
+    The baseline is the task's first (bicubic for super-resolution, the blurred input for deblurring);
+    images are ``(3, H, W)`` CPU tensors in [0, 1].
+    """
     if len(data) == 0:
         return None
     net.eval()
+    name = task.baselines[0] if task.baselines else "input"
+    target = None
     if isinstance(data, EvalSet):
-        inp = data[0].input
+        inp, target = data[0].input, data[0].target
         base = task.baseline(task.baselines[0], inp) if task.baselines else inp
     else:
-        batch, _target = legacy_pair(task, data[0], torch.device("cpu"))
-        inp = batch[0]
+        batch, tgt = legacy_pair(task, data[0], torch.device("cpu"))
+        inp, target = batch[0], tgt[0]
         base = inp
         if (task.scale or 1) > 1:  # a legacy task has no baseline(): MATLAB bicubic, as before
             from restorekit.data.resize import imresize
 
             base = imresize(inp.float(), float(task.scale)).clamp(0, 1)
+            name = "bicubic"
     out = net(inp[None].to(device)).float()[0].clamp(0, 1).cpu()
-    return torch.cat([base.float().clamp(0, 1).cpu(), out], dim=-1)
+    base = base.float().clamp(0, 1).cpu()
+    if target is not None:
+        target = target.float().clamp(0, 1).cpu()
+        if target.shape[0] == 1:
+            target = target.expand(3, -1, -1)
+    if base.shape[0] == 1:
+        base, out = base.expand(3, -1, -1), out.expand(3, -1, -1)
+    return base, out, target, name
