@@ -29,6 +29,10 @@ from typing import TYPE_CHECKING
 
 from restorekit.fileio import atomic_path, remove_temporaries, sha256_file
 
+# Listing and name resolution read only safetensors headers, without torch: `restore models` and the
+# did-you-mean of a mistyped name answer at once (restorekit.weights imports torch).
+_FORMAT = "restorekit"
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -81,6 +85,17 @@ class StoredModel:
     scale: int | None = None
 
 
+class NotDownloadedError(FileNotFoundError):
+    """A catalogue model that is not downloaded yet, asked for without permission to download it.
+
+    ``entry`` is its catalogue entry (URL, size, licence, ...), so a caller can say what it would get.
+    """
+
+    def __init__(self, entry: ModelEntry) -> None:
+        super().__init__(f"model '{entry.name}' is not downloaded yet: run 'restore models pull {entry.name}'")
+        self.entry = entry
+
+
 def _stored_files(name: str) -> list[Path]:
     folder = models_dir() / name
     if not folder.is_dir():
@@ -118,42 +133,128 @@ def _new_store_path(name: str, source: str, digest: str) -> Path:
     return target
 
 
-def _source_of(path: Path) -> str:
+def source_of(path: Path) -> str:
+    """Which of :data:`SOURCES` a stored file came from, as its name records (``user`` if it does not say)."""
     parts = path.name.split("-")
     return parts[1] if len(parts) > 2 and parts[1] in SOURCES else "user"
 
 
+def _stored_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a usable restorekit weight file, or None; reads the header only, imports no torch.
+
+    Usable means: a well-formed safetensors file whose metadata says ``format: restorekit``, with the
+    fields listing shows in shape (an integer scale, tables for args and metrics, numeric metrics) and a
+    valid descriptor naming the same network. Listing and :func:`resolve_weights` both pick files with
+    this check, so ``restore models`` shows the very file ``--model NAME`` loads; loading it then runs
+    every check of :meth:`restorekit.weights.WeightInfo.from_metadata` and says what is wrong, if anything.
+    """
+    import json
+
+    from restorekit.descriptor import DescriptorError, ModelDescriptor
+
+    meta = _safetensors_metadata(path)
+    if meta is None or meta.get("format") != _FORMAT or not meta.get("name"):
+        return None
+    try:
+        int(meta.get("scale") or 1)
+        args, metrics = (json.loads(meta.get(key) or "{}") for key in ("args", "metrics"))
+        if not isinstance(args, dict) or not isinstance(metrics, dict):
+            return None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()):
+            return None
+        if meta.get("descriptor") and ModelDescriptor.from_json(meta["descriptor"]).name != meta["name"]:
+            return None
+    except (ValueError, RecursionError, DescriptorError):
+        return None
+    return meta
+
+
+_MAX_HEADER = 100_000_000  # the limit safetensors itself puts on a header
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str] | None:
+    """The ``__metadata__`` of a well-formed safetensors file, read from its header; None if malformed.
+
+    The format (https://huggingface.co/docs/safetensors): an 8-byte little-endian header length N, N bytes
+    of JSON mapping tensor names to dtype/shape/data_offsets (plus ``__metadata__``), then the tensor
+    bytes. Well-formed means what safetensors checks on opening: the JSON parses, and the tensors' byte
+    ranges cover the data section exactly (so a truncated copy is refused). Reading the header by hand, as
+    ``huggingface_hub.get_safetensors_metadata`` does, keeps listing free of torch and numpy.
+    """
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return None
+            length = int.from_bytes(head, "little")
+            if length > _MAX_HEADER:
+                return None
+            header = json.loads(handle.read(length).decode("utf-8"))
+        size = path.stat().st_size
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(header, dict):
+        return None
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        return None
+    spans = []
+    for tensor in header.values():
+        offsets = tensor.get("data_offsets") if isinstance(tensor, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(v) is int for v in offsets)):
+            return None
+        spans.append((offsets[0], offsets[1]))
+    covered = 0
+    for begin, end in sorted(spans):
+        if begin != covered or end < begin:
+            return None  # a gap or an overlap: not what safetensors writes
+        covered = end
+    return meta if 8 + length + covered == size else None
+
+
+def _newest_usable(name: str) -> tuple[Path, dict[str, str]] | None:
+    """The newest usable stored file of *name* and its metadata; a damaged file never shadows an older one."""
+    for path in _stored_files(name):
+        meta = _stored_metadata(path)
+        if meta is not None:
+            return path, meta
+    return None
+
 
 def list_models() -> list[StoredModel]:
-    """Every named model: the newest stored file per name, then what plugins ship or offer."""
+    """Every named model: the newest usable stored file per name, then what plugins ship or offer.
+
+    Reads safetensors headers only and imports no torch, so listing stays fast with many large files.
+    """
+    import json
+
     from restorekit.plugins import get_plugins
-    from restorekit.weights import WeightsError, read_info
 
     found: dict[str, StoredModel] = {}
     root = models_dir()
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-            for path in _stored_files(folder.name):
-                try:
-                    info = read_info(path)
-                except WeightsError:
-                    continue  # a damaged file never shadows an older good one
-                source = _source_of(path)
-                found[folder.name] = StoredModel(
-                    folder.name,
-                    path,
-                    "catalogue-downloaded" if source == "catalogue" else source,
-                    info.created,
-                    info.recipe_name,
-                    info.metrics,
-                    description=info.extra.get("description", ""),
-                    url=info.extra.get("source_url"),
-                    size=path.stat().st_size,
-                    licence=info.extra.get("licence", ""),
-                    arch=info.name,
-                    scale=info.scale,
-                )
-                break
+            newest = _newest_usable(folder.name)
+            if newest is None:
+                continue
+            path, meta = newest
+            source = source_of(path)
+            found[folder.name] = StoredModel(
+                folder.name,
+                path,
+                "catalogue-downloaded" if source == "catalogue" else source,
+                meta.get("created", ""),
+                meta.get("recipe_name", ""),
+                json.loads(meta.get("metrics") or "{}"),
+                description=meta.get("description", ""),
+                url=meta.get("source_url"),
+                size=path.stat().st_size,
+                licence=meta.get("licence", ""),
+                arch=meta["name"],
+                scale=int(meta.get("scale") or 1),
+            )
     for entry in get_plugins().models.values():
         if entry.name in found:
             continue
@@ -182,9 +283,15 @@ def resolve_weights(ref: str | Path, *, download: bool = True) -> Path:
         download: pull a catalogue model that is not stored yet (else that is an error).
 
     Raises:
-        FileNotFoundError: neither a file nor a known name; the message says how to get one.
+        FileNotFoundError: neither a file nor a known name; the message says how to get one (and
+            suggests close names).
+        NotDownloadedError: a catalogue model not downloaded yet, and *download* is false.
         restorekit.hub.DownloadError: a catalogue model could not be downloaded or verified.
         restorekit.convert.ConvertError: a downloaded checkpoint could not be converted.
+
+    Example:
+        >>> resolve_weights("quickstart")  # doctest: +SKIP
+        PosixPath('~/.cache/restorekit/models/quickstart/20250101T000000000000Z-run-1fc5a767.safetensors')
     """
     path = Path(ref).expanduser()
     if path.is_file():
@@ -192,14 +299,9 @@ def resolve_weights(ref: str | Path, *, download: bool = True) -> Path:
     name = str(ref)
     if any(sep in name for sep in ("/", "\\")) or path.suffix in (".safetensors", ".pth", ".pt", ".ckpt"):
         raise FileNotFoundError(f"{path}: no such file")
-    from restorekit.weights import WeightsError, read_info
-
-    for stored in _stored_files(name):
-        try:
-            read_info(stored)
-            return stored
-        except WeightsError:
-            continue
+    newest = _newest_usable(name)
+    if newest is not None:
+        return newest[0]
     from restorekit.plugins import get_plugins
 
     entry = get_plugins().models.get(name)
@@ -209,11 +311,11 @@ def resolve_weights(ref: str | Path, *, download: bool = True) -> Path:
                 raise FileNotFoundError(f"model '{name}' from plugin '{entry.plugin}': {entry.path} is missing")
             return entry.path
         if not download:
-            raise FileNotFoundError(f"model '{name}' is not downloaded yet: run 'restore models pull {name}'")
+            raise NotDownloadedError(entry)
         return pull(name)
     known = [m.name for m in list_models()]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = f" (did you mean {', '.join(close)}?)" if close else " ('restore models' lists the models)"
     recipes = get_plugins().recipes
     train = f"train it with 'restore run {name}'" if name in recipes else "train one with 'restore run RECIPE'"
     raise FileNotFoundError(
@@ -298,7 +400,7 @@ def _pulled(entry: ModelEntry) -> Path | None:
     from restorekit.weights import WeightsError, read_info
 
     for stored in _stored_files(entry.name):
-        if _source_of(stored) != "catalogue":
+        if source_of(stored) != "catalogue":
             continue
         try:
             info = read_info(stored)

@@ -255,12 +255,29 @@ def test_cli_lists_and_pulls(catalogue, cli):
     out = cli("models")
     assert out.exit_code == 0, out.output
     row = next(line for line in out.output.splitlines() if "tiny-x4" in line)
-    assert "catalogue-available" in row and "MIT" in row and "rrdbnet x4" in row
+    assert row.split()[:2] == ["tiny-x4", "available"] and "MIT" in row and "rrdbnet x4" in row
     out = cli("models", "pull", "tiny-x4")
     assert out.exit_code == 0, out.output
     assert "stored tiny-x4" in out.output
     row = next(line for line in cli("models").output.splitlines() if "tiny-x4" in line)
-    assert "catalogue-downloaded" in row
+    assert row.split()[:2] == ["tiny-x4", "downloaded"]
+
+
+def test_cli_info_describes_then_reads_a_catalogue_model(catalogue, cli):
+    """`restore info NAME`: the catalogue's word before the pull (no request made), the file's after it."""
+    out = cli("info", "tiny-x4")
+    assert out.exit_code == 0, out.output
+    for shown in ("not downloaded", "restore models pull tiny-x4", "rrdbnet x4", f"{len(PTH):,} bytes", "MIT",
+                  catalogue.url("releases/tiny.pth"), sha256(PTH), "https://example.org/tiny"):
+        assert shown in out.output, shown
+    assert catalogue.requests == [] and not (models_dir() / "tiny-x4").exists()
+    pull("tiny-x4")
+    out = cli("info", "tiny-x4")
+    assert out.exit_code == 0, out.output
+    assert "pulled from the catalogue" in out.output and "not downloaded" not in out.output
+    assert catalogue.url("releases/tiny.pth") in out.output  # provenance kept in the stored file
+    out = cli("info", "tiny-x5")
+    assert out.exit_code == 1 and "did you mean tiny-x4" in out.output
 
 
 @pytest.mark.parametrize(("name", "expected"), [("tiny-x5", "did you mean tiny-x4"), ("tiny-gone", "HTTP 404")])
@@ -293,5 +310,5 @@ def test_builtin_catalogue_offline_in_a_real_process(tmp_path):
     assert "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth" in lines[0]
     assert str(tmp_path / "home" / "downloads" / "RealESRGAN_x4plus.pth") in lines[0]
     listed = subprocess.run([*run, "models"], capture_output=True, text=True, env=env)
-    row = next(line for line in listed.stdout.splitlines() if "realesrgan-x4plus " in line)
-    assert "catalogue-available" in row and "BSD-3-Clause" in row
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("realesrgan-x4plus "))
+    assert "available" in row and "BSD-3-Clause" in row

@@ -37,6 +37,8 @@ def list_components(
       restore list
 
       restore list generators
+
+      restore list recipes
     """
     from restorekit.plugins import get_plugins
     from restorekit.registry import KINDS
@@ -73,7 +75,16 @@ def _warn_broken(plugins) -> None:
 
 @handle_errors
 def list_plugins() -> None:
-    """List installed plugins: distribution, version, state (loaded, broken, disabled) and what they add."""
+    """List installed plugins: distribution, version, state (loaded, broken, disabled) and what they add.
+
+    A broken plugin is shown with its error; the others keep working. RESTOREKIT_DISABLE_PLUGINS=name,... blocks plugins, RESTOREKIT_ONLY_PLUGINS=name,... loads only those (and the core).
+
+    Examples:
+
+      restore plugins
+
+      RESTOREKIT_DISABLE_PLUGINS=realesrgan restore plugins
+    """
     from restorekit.plugins import get_plugins
 
     plugins = get_plugins()
