@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from restorekit.fileio import sha256_file
+from restorekit.fileio import printable, sha256_file
 from restorekit.weights import FORMAT, WeightInfo, WeightsError, load_state, save_weights
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt")
@@ -52,6 +52,10 @@ _MAX_WRAPPER_DEPTH = 4
 
 class ConvertError(Exception):
     """A checkpoint cannot be read or converted; the one-line message names the file."""
+
+
+class ConverterFailed(ConvertError):
+    """A plugin's converter crashed (raised, or called ``sys.exit()``): reported, never passed over."""
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -83,43 +87,92 @@ def read_foreign_state(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.exists():
-        raise ConvertError(f"{path}: no such file")
+        raise ConvertError(f"{printable(path)}: no such file")
     if not path.is_file():
-        raise ConvertError(f"{path}: not a file")
+        raise ConvertError(f"{printable(path)}: not a file")
     if path.stat().st_size == 0:
-        raise ConvertError(f"{path}: empty file")
+        raise ConvertError(f"{printable(path)}: empty file")
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        loaded: Any = _torch_load_safely(path)
+        loaded: Any = torch_load_safely(path)
     elif suffix == SAFETENSORS_SUFFIX:
         loaded = _read_safetensors(path)
     else:
         known = ", ".join((*PICKLE_SUFFIXES, SAFETENSORS_SUFFIX))
-        raise ConvertError(f"{path}: unsupported checkpoint type '{path.suffix or '(none)'}'; expected {known}")
+        raise ConvertError(f"{printable(path)}: unsupported checkpoint type '{path.suffix or '(none)'}'; expected {known}")
     return _canonical_state(loaded, path)
 
 
-def _torch_load_safely(path: Path) -> Any:
+_ZIP_MAGIC = b"PK\x03\x04"
+_RESAVE = "re-save it as a plain state dict or safetensors in a trusted environment"
+
+
+def torch_load_safely(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)``, every failure a :class:`ConvertError` saying what the file really is.
+
+    Neither a zip archive nor a pickle: "not a readable PyTorch checkpoint" (a text file is called one); pickled
+    objects beyond tensors: refused, naming the first one found; damaged archives and pickles: said so.
+
+    Raises:
+        ConvertError: one line naming the file.
+
+    Example:
+        >>> torch_load_safely("notes.pth")  # doctest: +SKIP
+        Traceback (most recent call last):
+        restorekit.convert.ConvertError: notes.pth: not a readable PyTorch checkpoint (it is a text file, ...)
+    """
+    path = Path(path)
+    shown = printable(path)
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    pickle_protocol = head[1] if len(head) > 1 and head[0] == 0x80 else 0
+    if not head.startswith(_ZIP_MAGIC) and not 2 <= pickle_protocol <= 5:
+        # Neither torch's zip format nor a (legacy) pickle: say what it looks like, claim nothing else.
+        raise ConvertError(f"{shown}: not a readable PyTorch checkpoint ({_looks_like(head)})")
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols it did not write; irrelevant to a weights-only read.
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only load failed" not in str(exc).lower():
-            raise ConvertError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (found {found.group(1)})" if found else ""
+        text = str(exc)
+        if "weights only load failed" not in text.lower():
+            raise ConvertError(f"{shown}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+        found = re.search(r"GLOBAL ([\w.]+)|[Uu]nsupported global:? (?:GLOBAL )?([\w.]+)", text)
+        if found:
+            raise ConvertError(
+                f"{shown}: contains pickled Python objects beyond tensors (found {found.group(1) or found.group(2)}); "
+                f"restorekit does not unpickle untrusted files; {_RESAVE}"
+            ) from None
+        operand = re.search(r"Unsupported operand (\d+)", text)
+        what = f" (pickle instruction {operand.group(1)})" if operand else ""
         raise ConvertError(
-            f"{path}: contains pickled Python objects beyond tensors{what}; restorekit does not unpickle "
-            "untrusted files; re-save it as a plain state dict or safetensors in a trusted environment"
+            f"{shown}: not a readable PyTorch checkpoint (damaged, or a plain pickle{what}); "
+            f"restorekit does not unpickle untrusted files; {_RESAVE}"
         ) from None
     except MemoryError:
         raise
     except Exception as exc:  # torch reports damaged files as RuntimeError, EOFError, KeyError ...
-        raise ConvertError(
-            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
-        ) from None
+        reason = "damaged zip archive" if head.startswith(_ZIP_MAGIC) else f"{type(exc).__name__}: {_first_line(exc)}"
+        if isinstance(exc, RuntimeError) and "zip archive" in str(exc):
+            reason = "damaged or truncated zip archive"
+        elif isinstance(exc, RuntimeError) and "not in a subdirectory" in str(exc):
+            reason = "a zip archive, but not one torch.save wrote"
+        raise ConvertError(f"{shown}: not a readable PyTorch checkpoint ({reason})") from None
+
+
+def _looks_like(head: bytes) -> str:
+    """What the first bytes of a file suggest, for "this is not a checkpoint" messages."""
+    if not head:
+        return "empty"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and sum(c.isprintable() or c in "\n\r\t" for c in text) >= 0.95 * len(text):
+        preview = printable(text.splitlines()[0][:24]) if text.strip() else ""
+        return f"it is a text file, starting {preview!r}" if preview else "it is a text file"
+    return f"neither a zip archive nor a pickle; it starts with bytes {head[:8].hex(' ')}"
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -129,15 +182,15 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
             if meta.get("format") == FORMAT:
-                raise ConvertError(f"{path}: already a restorekit weight file; nothing to convert")
+                raise ConvertError(f"{printable(path)}: already a restorekit weight file; nothing to convert")
             return {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ConvertError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        raise ConvertError(f"{printable(path)}: not a readable safetensors file ({_first_line(exc)})") from None
 
 
 def _canonical_state(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping):
-        raise ConvertError(f"{path}: holds a {type(loaded).__name__}, not a state dict")
+        raise ConvertError(f"{printable(path)}: holds a {type(loaded).__name__}, not a state dict")
     state: Mapping[Any, Any] = loaded
     for _ in range(_MAX_WRAPPER_DEPTH):
         inner = next(
@@ -150,7 +203,7 @@ def _canonical_state(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
     tensors = {key: value for key, value in state.items() if isinstance(key, str) and isinstance(value, torch.Tensor)}
     if not tensors:
         keys = ", ".join(repr(k) for k in list(state)[:5]) or "none"
-        raise ConvertError(f"{path}: no tensors found (top-level keys: {keys})")
+        raise ConvertError(f"{printable(path)}: no tensors found (top-level keys: {keys})")
     # DataParallel / DistributedDataParallel saves prefix every key; nested wrapping prefixes it twice.
     while all(key.startswith("module.") for key in tensors):
         tensors = {key[len("module.") :]: value for key, value in tensors.items()}
@@ -247,6 +300,8 @@ def load_foreign(path: str | Path, *, hints: Mapping[str, Any] | None = None) ->
     refused: ConvertError | None = None
     try:
         converted = _convert_with_plugins(state, path, hints)
+    except ConverterFailed:
+        raise  # a crashed plugin is a problem to report, not an answer for spandrel to override
     except ConvertError as exc:  # recognised but not built (a variant, a misfit): spandrel may know it
         refused, converted = exc, None
     if converted is not None:
@@ -255,8 +310,16 @@ def load_foreign(path: str | Path, *, hints: Mapping[str, Any] | None = None) ->
         if refused is not None:
             raise refused
         raise ConvertError(_unrecognised(state, path, hints))
+    from restorekit import limits
+
     try:
-        loaded = load_with_spandrel(state, path)
+        # spandrel builds what the key names suggest: bounded by the tensors, like the plugins' networks.
+        with limits.guarded(limits.Budget.for_state(state), f"{printable(path)}: spandrel's reading of it"):
+            loaded = load_with_spandrel(state, path)
+    except limits.SizeLimitError as exc:
+        if refused is not None:  # a plugin saw the same forgery and says it better
+            raise refused from None
+        raise ConvertError(f"{exc}; damaged or forged checkpoint") from None
     except ConvertError:
         # A plugin that recognised the file explains it better than spandrel failing on it too.
         if refused is not None:
@@ -291,20 +354,43 @@ def _convert_with_plugins(
     converter, answer = found
     name, args, converted, layout = _unpack_answer(answer, path)
 
+    from restorekit import limits
+    from restorekit.plugins import PluginError, call_plugin
+    from restorekit.weights import fit_problems
+
     generators = plugins.registry("generators")
+    shown = printable(path)
+    described = f"'{printable(name)}' with {printable(args)}"
     try:
         component = generators.get(name)
-        network = generators.build(name, **args)
+        # Shapes first, on meta and bounded by the checkpoint's own tensors: a converter that infers
+        # num_blocks = 10**9 from a forged key allocates nothing before it is refused.
+        shell = call_plugin(
+            component.plugin, f"building {described}", limits.build_on_meta, component, args,
+            budget=limits.Budget.for_state(converted), passthrough=(limits.SizeLimitError,),
+        )  # fmt: skip
+        problems = fit_problems(limits.state_shapes(shell), converted)
+        if problems:
+            raise ConvertError(
+                f"{shown}: weights do not fit the network plugin '{converter}' reads it as ({described}): "
+                + "; ".join(problems)
+            )
+        network = call_plugin(component.plugin, f"building {described}", component.build, **args)
         descriptor = describe(component, args, network)
+    except limits.SizeLimitError as exc:
+        raise ConvertError(
+            f"{shown}: plugin '{converter}' reads it as {described}, larger than the {len(converted)} tensors "
+            f"it holds ({exc.detail})"
+        ) from None
+    except PluginError as exc:  # the constructor's code failed
+        raise ConverterFailed(f"{shown}: cannot build {described}: plugin '{exc.plugin}' raised {exc.reason}") from None
     except RegistryError as exc:
-        raise ConvertError(f"{path}: {exc}") from None
+        raise ConvertError(f"{shown}: cannot build {described}: {exc}") from None
     except DescriptorError as exc:
-        raise ConvertError(f"{path}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise ConvertError(f"{path}: cannot build '{name}' with {args}: {exc}") from None
+        raise ConvertError(f"{shown}: {exc}") from None
     if "scale" in hints and descriptor.scale != hints["scale"]:
         raise ConvertError(
-            f"{path}: plugin '{converter}' reads it as a x{descriptor.scale} '{name}', but scale {hints['scale']} "
+            f"{printable(path)}: plugin '{converter}' reads it as a x{descriptor.scale} '{name}', but scale {hints['scale']} "
             "was given; check the file or the --scale hint"
         )
     try:
@@ -331,7 +417,7 @@ def _unrecognised(state: Mapping[str, torch.Tensor], path: Path, hints: Mapping[
 
     hook = get_plugins().pm.hook.convert_state_dict
     converters = sorted({impl.plugin_name for impl in hook.get_hookimpls()})
-    keys = ", ".join(list(state)[:4])
+    keys = printable(", ".join(list(state)[:4]))
     what = f"as '{hints['arch']}' " if "arch" in hints else ""
     version = spandrel_version()
     named = identify(state) if version and "arch" in hints else None
@@ -342,7 +428,7 @@ def _unrecognised(state: Mapping[str, torch.Tensor], path: Path, hints: Mapping[
     else:
         spandrel = install_hint()
     return (
-        f"{path}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
+        f"{printable(path)}: no plugin recognises this checkpoint {what}({len(state)} tensors, keys such as {keys}); "
         f"layouts are known to plugin(s): {', '.join(converters) or 'none'}; {spandrel}"
     )
 
@@ -365,12 +451,12 @@ def _convert_identified_by_spandrel(
     generator = RESTOREKIT_GENERATORS.get(arch)
     if generator is None or generator not in registry("generators"):
         raise ConvertError(
-            f"{path}: spandrel reads it as {arch}, which no restorekit plugin registers as a generator; "
+            f"{printable(path)}: spandrel reads it as {arch}, which no restorekit plugin registers as a generator; "
             f"use it directly (restore apply/eval --model {path}) or install a plugin that registers it"
         )
     if hints.get("arch", generator) != generator:
         raise ConvertError(
-            f"{path}: spandrel reads it as {arch} (restorekit generator '{generator}'), not as "
+            f"{printable(path)}: spandrel reads it as {arch} (restorekit generator '{generator}'), not as "
             f"'{hints['arch']}' (the arch hint)"
         )
     if "arch" not in hints:  # with the hint given, the plugins have already been asked this
@@ -380,7 +466,7 @@ def _convert_identified_by_spandrel(
             info.extra["identified_by"] = "spandrel"
             return network, info
     raise ConvertError(
-        f"{path}: spandrel reads it as {arch} (restorekit generator '{generator}'), but no plugin converts "
+        f"{printable(path)}: spandrel reads it as {arch} (restorekit generator '{generator}'), but no plugin converts "
         f"this variant of it; use it directly (restore apply/eval --model {path})"
     )
 
@@ -392,12 +478,12 @@ def _check_spandrel_hints(info: WeightInfo, path: Path, hints: Mapping[str, Any]
     arch = info.extra.get("spandrel_architecture", info.name)
     if "scale" in hints and info.scale != hints["scale"]:
         raise ConvertError(
-            f"{path}: spandrel reads it as a x{info.scale} {arch}, but scale {hints['scale']} was given; "
+            f"{printable(path)}: spandrel reads it as a x{info.scale} {arch}, but scale {hints['scale']} was given; "
             "check the file or the --scale hint"
         )
     if "arch" in hints and RESTOREKIT_GENERATORS.get(arch) != hints["arch"]:
         raise ConvertError(
-            f"{path}: spandrel reads it as {arch}, not as '{hints['arch']}' (the arch hint); leave the hint "
+            f"{printable(path)}: spandrel reads it as {arch}, not as '{hints['arch']}' (the arch hint); leave the hint "
             f"out to use it as {arch}"
         )
 
@@ -406,11 +492,11 @@ def _check_hints(hints: Mapping[str, Any], path: Path) -> dict[str, Any]:
     """Only the known hints, of the right types; a one-line error names a bad one."""
     unknown = sorted(set(hints) - {"scale", "arch"})
     if unknown:
-        raise ConvertError(f"{path}: unknown conversion hint(s) {', '.join(unknown)}; known: scale, arch")
+        raise ConvertError(f"{printable(path)}: unknown conversion hint(s) {', '.join(unknown)}; known: scale, arch")
     out = {k: v for k, v in hints.items() if v is not None}
     scale = out.get("scale")
     if scale is not None and (isinstance(scale, bool) or not isinstance(scale, int) or not 1 <= scale <= 16):
-        raise ConvertError(f"{path}: the scale hint must be an integer from 1 to 16, got {scale!r}")
+        raise ConvertError(f"{printable(path)}: the scale hint must be an integer from 1 to 16, got {scale!r}")
     if "arch" in out:
         from restorekit.plugins import registry
 
@@ -418,7 +504,7 @@ def _check_hints(hints: Mapping[str, Any], path: Path) -> dict[str, Any]:
             from restorekit.registry import UnknownComponentError
 
             known = registry("generators").names()
-            raise ConvertError(f"{path}: {UnknownComponentError('generators', str(out['arch']), known)}")
+            raise ConvertError(f"{printable(path)}: {UnknownComponentError('generators', str(out['arch']), known)}")
     return out
 
 
@@ -431,7 +517,7 @@ def _unpack_answer(answer: Any, path: Path) -> tuple[str, dict[str, Any], dict[s
         ):
             return name, args, dict(converted), layout
     raise ConvertError(
-        f"{path}: a plugin answered convert_state_dict with {type(answer).__name__}, not "
+        f"{printable(path)}: a plugin answered convert_state_dict with {type(answer).__name__}, not "
         "(generator_name, args, state_dict[, layout])"
     )
 
@@ -478,13 +564,13 @@ def convert_file(
     src = Path(src)
     dst = default_output(src) if dst is None else Path(dst)
     if dst.suffix.lower() != SAFETENSORS_SUFFIX:
-        raise ConvertError(f"{dst}: the output must be a .safetensors file")
+        raise ConvertError(f"{printable(dst)}: the output must be a .safetensors file")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
-        raise ConvertError(f"{dst}: the output would replace the checkpoint being converted")
+        raise ConvertError(f"{printable(dst)}: the output would replace the checkpoint being converted")
     if dst.is_dir():
-        raise ConvertError(f"{dst}: is a directory")
+        raise ConvertError(f"{printable(dst)}: is a directory")
     if dst.exists() and not overwrite:
-        raise ConvertError(f"{dst}: already exists (use --overwrite to replace it)")
+        raise ConvertError(f"{printable(dst)}: already exists (use --overwrite to replace it)")
     network, info = convert_checkpoint(src, hints=hints)
     save_weights(network, dst, info)
     return dst

@@ -50,6 +50,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
+from restorekit.fileio import printable
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -116,23 +118,29 @@ class ModelDescriptor:
     tile_margin: int = 0
 
     def __post_init__(self) -> None:
-        where = f"network '{self.name}'" + (f" (plugin '{self.plugin}')" if self.plugin else "")
         if not isinstance(self.name, str) or not self.name:
             raise DescriptorError("a model descriptor needs the network's registry name")
+        if not isinstance(self.plugin, str) or not isinstance(self.task, str):
+            raise DescriptorError(f"network '{printable(self.name)}': plugin and task must be strings")
+        where = f"network '{printable(self.name)}'" + (f" (plugin '{printable(self.plugin)}')" if self.plugin else "")
         if not isinstance(self.args, Mapping):
             raise DescriptorError(f"{where}: args must be a table of constructor arguments")
         for key, limit in _LIMITS.items():
             value = getattr(self, key)
             low = 0 if key == "tile_margin" else 1
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
-                raise DescriptorError(f"{where}: {key} must be an integer from {low} to {limit}, got {value!r}")
+                raise DescriptorError(
+                    f"{where}: {key} must be an integer from {low} to {limit}, got {printable(repr(value))[:60]}"
+                )
         for key in ("supports_fp16", "supports_bf16"):
             if not isinstance(getattr(self, key), bool):
                 raise DescriptorError(f"{where}: {key} must be true or false, got {getattr(self, key)!r}")
-        if self.tiling not in TILING_RULES:
-            raise DescriptorError(f"{where}: tiling must be one of {', '.join(TILING_RULES)}, got {self.tiling!r}")
-        if self.kind not in ("generator", "discriminator"):
-            raise DescriptorError(f"{where}: kind must be generator or discriminator, got {self.kind!r}")
+        if not isinstance(self.tiling, str) or self.tiling not in TILING_RULES:
+            got = printable(repr(self.tiling))[:60]
+            raise DescriptorError(f"{where}: tiling must be one of {', '.join(TILING_RULES)}, got {got}")
+        if not isinstance(self.kind, str) or self.kind not in ("generator", "discriminator"):
+            got = printable(repr(self.kind))[:60]
+            raise DescriptorError(f"{where}: kind must be generator or discriminator, got {got}")
 
     # -- derived --------------------------------------------------------------------------------------
 
@@ -166,6 +174,8 @@ class ModelDescriptor:
             data = json.loads(text)
         except (TypeError, ValueError) as exc:
             raise DescriptorError(f"{prefix}damaged model descriptor ({exc})") from None
+        except RecursionError:
+            raise DescriptorError(f"{prefix}damaged model descriptor (nested too deeply)") from None
         if not isinstance(data, dict):
             raise DescriptorError(f"{prefix}damaged model descriptor (not a JSON object)")
         known = {f.name for f in fields(cls)}
@@ -173,7 +183,7 @@ class ModelDescriptor:
             return cls(**{k: v for k, v in data.items() if k in known})
         except DescriptorError as exc:
             raise DescriptorError(f"{prefix}{exc}") from None
-        except TypeError as exc:  # a required field missing
+        except (TypeError, ValueError) as exc:  # a required field missing, a value that cannot be compared
             raise DescriptorError(f"{prefix}damaged model descriptor ({exc})") from None
 
     def replace(self, **changes: Any) -> ModelDescriptor:
@@ -221,7 +231,8 @@ def describe(
     Args:
         component: the registry entry (its ``info`` holds registration facts).
         args: constructor arguments.
-        network: the built network; None builds one on the ``meta`` device (no memory, no weights).
+        network: the built network; None builds one on the ``meta`` device (no memory, no weights),
+            stopped beyond :mod:`restorekit.limits`' budget.
         task: overrides the registered task (a recipe's or a weight file's).
 
     Returns:
@@ -229,12 +240,12 @@ def describe(
 
     Raises:
         DescriptorError: a stated fact is out of range or of the wrong type.
+        restorekit.limits.SizeLimitError: *network* is None and *args* describe a network too large to build.
     """
     if network is None:
-        import torch
+        from restorekit.limits import build_on_meta
 
-        with torch.device("meta"):
-            network = component.build(**dict(args))
+        network = build_on_meta(component, args)  # stopped if the arguments describe an absurd network
     # Network attributes win over registration info: they depend on the constructor arguments.
     return ModelDescriptor(
         name=component.name,

@@ -2,7 +2,10 @@
 
 Every plugin, the built-in ones included, is found through the ``restorekit`` entry-point group.
 A plugin that fails to import is recorded as *broken* with its error instead of taking the CLI down;
-only using its components fails.
+only using its components fails. Plugin code is always called through :func:`call_plugin`, which
+contains whatever it raises — ``SystemExit`` (a ``sys.exit()``), ``KeyboardInterrupt`` it raises
+itself and other ``BaseException`` subclasses included — and names the plugin; a real Ctrl-C from the
+user still stops the program.
 
 Environment:
     RESTOREKIT_DISABLE_PLUGINS: comma-separated plugin names not to load.
@@ -11,9 +14,12 @@ Environment:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -22,6 +28,8 @@ from typing import Any
 import pluggy
 
 from restorekit import hookspecs
+from restorekit.fileio import printable
+from restorekit.metrics.registry import MetricRegistry, MetricSpec, check_spec
 from restorekit.registry import KINDS, Component, Registry, RegistryError
 
 ENTRY_POINT_GROUP = "restorekit"
@@ -83,7 +91,7 @@ class ModelEntry:
 
 
 class Plugins:
-    """The loaded plugins and the four registries they filled."""
+    """The loaded plugins and the registries they filled (the four component kinds and the metrics)."""
 
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -92,6 +100,7 @@ class Plugins:
         self.registries: dict[str, Registry] = {kind: Registry(kind) for kind in KINDS}
         self.recipes: dict[str, RecipeEntry] = {}
         self.models: dict[str, ModelEntry] = {}
+        self.metrics = MetricRegistry()
 
     # -- loading ------------------------------------------------------------------------------------
 
@@ -120,9 +129,9 @@ class Plugins:
                 info.state = "disabled"
                 continue
             try:
-                plugin = ep.load()
-            except Exception as exc:  # a broken plugin must not take the CLI down
-                info.state, info.error = "broken", f"{type(exc).__name__}: {exc}"
+                plugin = call_plugin(ep.name, "import", ep.load)
+            except PluginError as exc:  # a broken plugin must not take the CLI down
+                info.state, info.error = "broken", exc.reason
                 continue
             self.add_plugin(plugin, ep.name, info)
         self.pm.check_pending()
@@ -134,25 +143,26 @@ class Plugins:
         """
         info = info or self.info.setdefault(name, PluginInfo(name=name, module=getattr(plugin, "__name__", "")))
         try:
-            self.pm.register(plugin, name=name)
+            # pluggy reads the plugin's attributes, which can run its code (a module __getattr__).
+            call_plugin(name, "registration", self.pm.register, plugin, name=name)
             self.pm.check_pending()
         except Exception as exc:  # misspelled hook names and the like
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
-            info.state, info.error = "broken", f"{type(exc).__name__}: {exc}"
+            info.state, info.error = "broken", _reason(exc)
             return
         try:
             staged = self._collect(name)
         except Exception as exc:
             self.pm.unregister(plugin)
-            info.state, info.error = "broken", f"{type(exc).__name__}: {exc}"
+            info.state, info.error = "broken", _reason(exc)
             return
         if not self._commit(name, info, staged):
             self.pm.unregister(plugin)
 
     def _collect(self, plugin_name: str) -> dict[str, list[Any]]:
         """Call one plugin's collector hooks, staging what it registers."""
-        staged: dict[str, list[Any]] = {kind: [] for kind in (*KINDS, "recipes", "models")}
+        staged: dict[str, list[Any]] = {kind: [] for kind in (*KINDS, "recipes", "models", "metrics")}
 
         def component_register(kind: str) -> Callable[..., None]:
             def register(name: str, target: Any, description: str = "", **info: Any) -> None:
@@ -200,14 +210,33 @@ class Plugins:
                 )
             )
 
+        def metric_register(
+            name: str,
+            target: Any,
+            description: str = "",
+            *,
+            higher_is_better: bool,
+            needs_reference: bool = True,
+            colour: str = "rgb",
+            label: str = "",
+        ) -> None:
+            if not description and not isinstance(target, str):
+                description = _first_line(getattr(target, "__doc__", None))
+            spec = MetricSpec(name, target, plugin_name, description, higher_is_better, needs_reference, colour, label)
+            check_spec(spec)
+            staged["metrics"].append(spec)
+
         callbacks = {kind: component_register(kind) for kind in KINDS}
         callbacks["recipes"] = recipe_register
         callbacks["models"] = model_register
+        callbacks["metrics"] = metric_register
         for kind, callback in callbacks.items():
             hook = getattr(self.pm.hook, f"register_{kind}")
             for impl in hook.get_hookimpls():
                 if impl.plugin_name == plugin_name:
-                    impl.function(*[{"register": callback}[arg] for arg in impl.argnames])
+                    args = [{"register": callback}[arg] for arg in impl.argnames]
+                    # RegistryError is the callback's own refusal (a bad entry); anything else is the plugin's.
+                    call_plugin(plugin_name, f"register_{kind}", impl.function, *args, passthrough=(RegistryError,))
         return staged
 
     def _commit(self, plugin_name: str, info: PluginInfo, staged: dict[str, list[Any]]) -> bool:
@@ -227,6 +256,7 @@ class Plugins:
                             f"duplicate {label} '{entry.name}': registered by plugin '{owner}' "
                             f"and by plugin '{plugin_name}'"
                         )
+            self.metrics.copy().add_all(staged["metrics"])
         except RegistryError as exc:
             info.state, info.error = "broken", str(exc)
             return False
@@ -237,11 +267,37 @@ class Plugins:
             self.recipes[entry.name] = entry
         for entry in staged["models"]:
             self.models[entry.name] = entry
+        self.metrics.add_all(staged["metrics"])
         info.counts["recipes"] = len(staged["recipes"])
         info.counts["models"] = len(staged["models"])
+        info.counts["metrics"] = len(staged["metrics"])
         return True
 
     # -- queries ------------------------------------------------------------------------------------
+
+    def module_owners(self) -> dict[str, str]:
+        """Module name (or package prefix) → the plugin whose code it is: plugin modules, and the modules
+        of the components each plugin registered (lazy ``"module:attr"`` targets included)."""
+        owners: dict[str, str] = {}
+        for info in self.info.values():
+            module = info.module.partition(":")[0]
+            if module and info.name != "core":
+                owners.setdefault(module, info.name)
+        for registry in self.registries.values():
+            for comp in registry:
+                target = comp.target
+                module = target.partition(":")[0] if isinstance(target, str) else getattr(target, "__module__", "")
+                if module and not module.startswith("restorekit.") and module != "restorekit":
+                    owners.setdefault(module, comp.plugin)
+        return owners
+
+    def broken_note(self) -> str:
+        """``"; plugin 'x' is broken (...)"`` for messages about a name nobody registered, or ``""``."""
+        broken = [i for i in self.info.values() if i.state == "broken"]
+        if not broken:
+            return ""
+        named = ", ".join(f"'{i.name}' ({i.error})" for i in broken[:3])
+        return f"; note: plugin{'s' if len(broken) > 1 else ''} {named} failed to load ('restore plugins' shows why)"
 
     def registry(self, kind: str) -> Registry:
         return self.registries[kind]
@@ -259,9 +315,10 @@ class Plugins:
             ``(plugin_name, answer)``, or None when no plugin recognises the keys.
 
         Raises:
-            restorekit.convert.ConvertError: a plugin raised; the message names the plugin.
+            restorekit.convert.ConverterFailed: a plugin's code failed; the message names the plugin.
+            restorekit.convert.ConvertError: a plugin refused the checkpoint (its own message).
         """
-        from restorekit.convert import ConvertError
+        from restorekit.convert import ConverterFailed, ConvertError
 
         hints = dict(hints or {})
         arch = hints.get("arch")
@@ -269,13 +326,13 @@ class Plugins:
         # pluggy keeps implementations in reverse call order (tryfirst/trylast already applied).
         for impl in reversed(self.pm.hook.convert_state_dict.get_hookimpls()):
             try:
-                answer = impl.function(*[values[name] for name in impl.argnames])
-            except ConvertError:
-                raise
-            except Exception as exc:  # a plugin's bug must not end in a traceback
-                raise ConvertError(
-                    f"{path}: plugin '{impl.plugin_name}' failed while reading the checkpoint "
-                    f"({type(exc).__name__}: {exc})"
+                args = [values[name] for name in impl.argnames]
+                answer = call_plugin(
+                    impl.plugin_name, "convert_state_dict", impl.function, *args, passthrough=(ConvertError,)
+                )
+            except PluginError as exc:  # a plugin's bug (or its sys.exit) must not end in a traceback
+                raise ConverterFailed(
+                    f"{printable(path)}: plugin '{impl.plugin_name}' failed while reading the checkpoint ({exc.reason})"
                 ) from None
             if answer is None:
                 continue
@@ -283,6 +340,11 @@ class Plugins:
                 continue  # recognised as another network; the user asked for `arch`
             return impl.plugin_name, answer
         return None
+
+
+def _reason(exc: Exception) -> str:
+    """Why a plugin is broken, in one line."""
+    return exc.reason if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
 
 
 def _env_names(var: str) -> set[str]:
@@ -316,3 +378,162 @@ def reset_plugins() -> None:
 def registry(kind: str) -> Registry:
     """Shortcut: ``registry("generators").build("srresnet", scale=4)``."""
     return get_plugins().registry(kind)
+
+
+# --- calling plugin code ------------------------------------------------------------------------------
+
+
+class PluginError(RegistryError):
+    """Plugin code failed: it raised, called ``sys.exit()`` or raised ``KeyboardInterrupt`` itself.
+
+    Attributes:
+        plugin: the plugin's name.
+        what: what was being done (``import``, ``register_generators``, ``convert_state_dict``, ...).
+        reason: what the plugin did, in one line (``SystemExit: sys.exit(3)``, ``ValueError: ...``).
+    """
+
+    def __init__(self, plugin: str, what: str, reason: str) -> None:
+        self.plugin, self.what, self.reason = plugin, what, reason
+        super().__init__(f"plugin '{plugin}' failed in {what} ({reason})")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """One line saying what an exception is: its type and the first line of its message."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: sys.exit({exc.code!r})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return printable(f"{type(exc).__name__}: {first}" if first else type(exc).__name__)
+
+
+class _Interrupts(threading.local):
+    depth = 0
+    user = False  # the user pressed Ctrl-C
+    handler: Any = None  # our SIGINT handler, while installed
+
+
+_INTERRUPTS = _Interrupts()
+
+
+@contextlib.contextmanager
+def user_interrupts() -> Iterator[_Interrupts]:
+    """Tell a Ctrl-C from the user apart from a ``KeyboardInterrupt`` raised by code.
+
+    Inside the block, SIGINT (where Python's default handler is installed, in the main thread) is
+    handled by a handler that records that the user pressed Ctrl-C and then raises ``KeyboardInterrupt``
+    as the default one does. Yields the record; ``record.user`` is True once the user interrupted.
+    Nested blocks share one record.
+    """
+    state = _INTERRUPTS
+    install = (
+        state.depth == 0
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    previous = None
+    if install:
+        state.user = False
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            state.user = True
+            raise KeyboardInterrupt
+
+        state.handler = on_sigint
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    state.depth += 1
+    try:
+        yield state
+    finally:
+        state.depth -= 1
+        if install:
+            state.handler = None
+            signal.signal(signal.SIGINT, previous)
+
+
+def interrupted_by_user() -> bool:
+    """Whether a ``KeyboardInterrupt`` being handled now may be the user's Ctrl-C (and must propagate)."""
+    return _interrupt_is_the_users(_INTERRUPTS)
+
+
+def _interrupt_is_the_users(state: _Interrupts) -> bool:
+    # Without our handler in place (another one was installed meanwhile, such as the trainer's, or this
+    # is not the main thread) a KeyboardInterrupt may well be the user's: let it stop the program.
+    return state.user or state.handler is None or signal.getsignal(signal.SIGINT) is not state.handler
+
+
+def call_plugin(
+    plugin: str,
+    what: str,
+    func: Callable[..., Any],
+    /,
+    *args: Any,
+    passthrough: tuple[type[BaseException], ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """Call plugin code; whatever it raises becomes a :class:`PluginError` naming the plugin.
+
+    ``SystemExit``, ``GeneratorExit``, a ``KeyboardInterrupt`` the code raised itself and any other
+    ``BaseException`` are contained like ordinary exceptions; a Ctrl-C the user pressed meanwhile is
+    not (it propagates as ``KeyboardInterrupt``).
+
+    Args:
+        plugin: the plugin's name (for the message).
+        what: what the call does (``import``, ``register_generators``, ``convert_state_dict``, ...).
+        func: the plugin's callable.
+        *args: its positional arguments.
+        passthrough: exception types that are part of the hook's contract (a ``ConvertError``), re-raised
+            as they are.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        What *func* returned.
+
+    Raises:
+        PluginError: the plugin's code raised.
+
+    Example:
+        >>> call_plugin("demo", "import", lambda: 42)
+        42
+    """
+    with user_interrupts() as state:
+        try:
+            return func(*args, **kwargs)
+        except passthrough:
+            raise
+        except KeyboardInterrupt as exc:
+            if _interrupt_is_the_users(state):
+                raise
+            raise PluginError(plugin, what, describe_exception(exc)) from None
+        except BaseException as exc:  # noqa: BLE001 - containing everything is the point
+            raise PluginError(plugin, what, describe_exception(exc)) from None
+
+
+def plugin_of_traceback(exc: BaseException, *, innermost: bool = False) -> str | None:
+    """The plugin whose code raised *exc* (the innermost frame of its traceback in a plugin's module).
+
+    Used at the CLI boundary, for exceptions that escape plugin code called through the registries
+    (a network constructor or ``forward``, a loss, a task). With *innermost*, only the frame that
+    raised counts (for ``KeyboardInterrupt``: a Ctrl-C lands wherever the program was). None when no
+    plugin code is involved, or plugins were never loaded.
+    """
+    plugins = _PLUGINS
+    if plugins is None:
+        return None
+    owners = plugins.module_owners()
+    found = None
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        owner = _owner(module, owners)
+        if owner is not None or innermost:
+            found = owner
+        tb = tb.tb_next
+    return found
+
+
+def _owner(module: str, owners: dict[str, str]) -> str | None:
+    while module:
+        if module in owners:
+            return owners[module]
+        module = module.rpartition(".")[0]
+    return None

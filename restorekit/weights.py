@@ -26,6 +26,10 @@ network is rebuilt (:func:`load_network`).
 
 Nothing is unpickled: safetensors holds tensors only. Foreign ``.pth`` checkpoints are read with
 ``torch.load(weights_only=True)`` in :mod:`restorekit.convert`.
+
+Metadata is untrusted input: its values are type-checked, and the network it describes is first built
+on the ``meta`` device, bounded by the file's own tensors, and must have exactly the file's shapes
+before anything is allocated (:mod:`restorekit.limits`). Every error names the file.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from torch import nn
 
 from restorekit._version import __version__
 from restorekit.descriptor import DescriptorError, ModelDescriptor, describe, describe_network
-from restorekit.fileio import atomic_path
+from restorekit.fileio import atomic_path, printable
 
 FORMAT = "restorekit"
 FORMAT_VERSION = "1"
@@ -109,9 +113,17 @@ class WeightInfo:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str], path: str | Path = "") -> WeightInfo:
+        """Read the metadata of a weight file, checking every value it relies on.
+
+        Raises:
+            WeightsError: not restorekit metadata, or a value of the wrong type or out of range
+                (``args`` not a table, ``scale`` not an integer from 1 to 64, ``metrics`` not numbers,
+                a descriptor that contradicts the rest); the message names *path*.
+        """
+        path = printable(path)
         if meta.get("format") != FORMAT:
             raise WeightsError(
-                f"{path}: not a restorekit weight file (no restorekit metadata); "
+                f"{printable(path)}: not a restorekit weight file (no restorekit metadata); "
                 "convert foreign checkpoints with 'restore convert'"
             )
         try:
@@ -119,33 +131,59 @@ class WeightInfo:
                 "format", "format_version", "kind", "name", "plugin", "args", "task", "scale", "restorekit",
                 "recipe_name", "recipe_digest", "metrics", "created", "descriptor",
             }
+            name = meta["name"]
+            args = json.loads(meta.get("args") or "{}")
+            metrics = json.loads(meta.get("metrics") or "{}")
+            scale = int(meta.get("scale") or 1)
+            kind = meta.get("kind", "generator")
+            if not name or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"name {printable(name)!r} is not a registry name")
+            if kind not in ("generator", "discriminator"):
+                raise ValueError(f"kind must be generator or discriminator, got {printable(kind)!r}")
+            if not isinstance(args, dict):
+                raise ValueError(f"args must be a table of constructor arguments, got {type(args).__name__}")
+            if not isinstance(metrics, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in metrics.values()
+            ):
+                raise ValueError("metrics must be a table of numbers")
+            if not 1 <= scale <= 64:
+                raise ValueError(f"scale must be an integer from 1 to 64, got {scale}")
             descriptor = None
             if meta.get("descriptor"):
-                descriptor = ModelDescriptor.from_json(meta["descriptor"], str(path))
-                if descriptor.name != meta["name"]:
+                descriptor = ModelDescriptor.from_json(meta["descriptor"], path)
+                if descriptor.name != name:
                     raise WeightsError(
-                        f"{path}: damaged restorekit metadata (descriptor names '{descriptor.name}', "
-                        f"the file '{meta['name']}')"
+                        f"{printable(path)}: damaged restorekit metadata (descriptor names "
+                        f"'{printable(descriptor.name)}', the file '{printable(name)}')"
+                    )
+                if json.dumps(dict(descriptor.args), sort_keys=True) != json.dumps(args, sort_keys=True):
+                    raise WeightsError(
+                        f"{printable(path)}: damaged restorekit metadata (the descriptor's arguments "
+                        f"{_short(descriptor.args)} differ from the file's {_short(args)})"
                     )
             return cls(
-                name=meta["name"],
-                args=json.loads(meta.get("args") or "{}"),
-                kind=meta.get("kind", "generator"),
+                name=name,
+                args=args,
+                kind=kind,
                 plugin=meta.get("plugin", ""),
                 task=meta.get("task", ""),
-                scale=int(meta.get("scale") or 1),
+                scale=scale,
                 version=meta.get("restorekit", ""),
                 recipe_name=meta.get("recipe_name", ""),
                 recipe_digest=meta.get("recipe_digest", ""),
-                metrics=json.loads(meta.get("metrics") or "{}"),
+                metrics={str(k): float(v) for k, v in metrics.items()},
                 created=meta.get("created", ""),
                 extra={k: v for k, v in meta.items() if k not in known},
                 descriptor=descriptor,
             )
         except DescriptorError as exc:
-            raise WeightsError(str(exc)) from None
-        except (KeyError, ValueError) as exc:
-            raise WeightsError(f"{path}: damaged restorekit metadata ({exc})") from None
+            raise WeightsError(str(exc) if str(exc).startswith(path) else f"{printable(path)}: {exc}") from None
+        except KeyError as exc:
+            raise WeightsError(f"{printable(path)}: damaged restorekit metadata (no {exc} entry)") from None
+        except RecursionError:
+            raise WeightsError(f"{printable(path)}: damaged restorekit metadata (nested too deeply)") from None
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise WeightsError(f"{printable(path)}: damaged restorekit metadata ({printable(exc)})") from None
 
 
 def save_weights(module: nn.Module, path: str | Path, info: WeightInfo) -> Path:
@@ -167,36 +205,63 @@ def save_weights(module: nn.Module, path: str | Path, info: WeightInfo) -> Path:
     return path
 
 
+FOREIGN_SUFFIXES = (".pth", ".pt", ".ckpt")
+"""Checkpoint suffixes :func:`read_weights` converts (through :mod:`restorekit.convert`) instead of reading."""
+
+
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and raw metadata of a safetensors file.
+    """Tensors and raw metadata of a restorekit weight file.
+
+    A foreign ``.pth`` / ``.pt`` / ``.ckpt`` checkpoint (``generator.init = "RRDB_ESRGAN_x4.pth"``) is
+    converted as ``restore convert`` would (read with ``torch.load(weights_only=True)``, recognised by the
+    plugins) and comes back as the converted network's tensors and metadata.
 
     Raises:
-        WeightsError: missing, empty or not a safetensors file.
+        WeightsError: missing, empty or not a safetensors file, or a checkpoint that does not convert.
     """
     path = Path(path)
+    if path.suffix.lower() in FOREIGN_SUFFIXES:
+        return _read_foreign(path)
+    shown = printable(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+        raise WeightsError(f"{shown}: no such file")
     if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: empty file")
+        raise WeightsError(f"{shown}: empty file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{shown}: not a readable safetensors file ({_reason(exc)})") from None
     return tensors, meta
+
+
+def _read_foreign(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from restorekit.convert import ConvertError, convert_checkpoint
+
+    try:
+        network, info = convert_checkpoint(path)
+    except ConvertError as exc:
+        raise WeightsError(str(exc)) from None
+    return {k: v.detach() for k, v in network.state_dict().items()}, info.to_metadata()
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a library's message, for a one-line error."""
+    text = str(exc).strip()
+    return printable(text.splitlines()[0]) if text else type(exc).__name__
 
 
 def read_info(path: str | Path) -> WeightInfo:
     """Only the metadata of a restorekit weight file (tensors are not read)."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: no such file")
+        raise WeightsError(f"{printable(path)}: no such file")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             meta = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"{printable(path)}: not a readable safetensors file ({_reason(exc)})") from None
     return WeightInfo.from_metadata(meta, path)
 
 
@@ -208,12 +273,20 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | 
             message lists a few of each.
     """
     expected = module.state_dict()
+    problems = fit_problems({k: tuple(v.shape) for k, v in expected.items()}, state, strict=strict)
+    if problems:
+        raise WeightsError(f"{printable(source)}: weights do not fit the network: " + "; ".join(problems))
+    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+
+
+def fit_problems(
+    expected: dict[str, tuple[int, ...]], state: dict[str, torch.Tensor], *, strict: bool = True
+) -> list[str]:
+    """What keeps *state* from loading into a network whose tensors have the *expected* shapes."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
+        f"{k} {tuple(state[k].shape)} vs {v}" for k, v in expected.items() if k in state and tuple(state[k].shape) != v
     ]
     problems = []
     if strict and missing:
@@ -222,28 +295,66 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], source: str | 
         problems.append(f"unexpected keys ({len(unexpected)}): {_few(unexpected)}")
     if mismatched:
         problems.append(f"shape mismatch (file vs network) ({len(mismatched)}): {_few(mismatched)}")
-    if problems:
-        raise WeightsError(f"{source}: weights do not fit the network: " + "; ".join(problems))
-    module.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return problems
 
 
 def _few(items: list[str], n: int = 4) -> str:
-    shown = ", ".join(items[:n])
+    shown = ", ".join(printable(i) for i in items[:n])
     return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
 
 
-def build_network(info: WeightInfo) -> nn.Module:
-    """Build the network a weight file describes (random weights), through the registry."""
-    from restorekit.plugins import registry
+def _short(args: Any, limit: int = 120) -> str:
+    text = printable(json.dumps(args, sort_keys=True, default=str))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def build_network(
+    info: WeightInfo, *, state: dict[str, torch.Tensor] | None = None, source: str | Path = ""
+) -> nn.Module:
+    """Build the network a weight file describes (random weights), through the registry.
+
+    With *state* (the file's tensors), the network is first built on the ``meta`` device, stopped as soon
+    as it would hold more than the file does, and must have exactly the file's tensor names and shapes:
+    metadata that lies about the architecture (``num_blocks = 10**9`` beside 30 tensors) is refused
+    before anything is allocated.
+
+    Raises:
+        WeightsError: unknown network, arguments its constructor rejects, or arguments that do not
+            match the tensors; the message names *source*.
+    """
+    from restorekit import limits
+    from restorekit.plugins import PluginError, call_plugin, get_plugins
     from restorekit.registry import RegistryError
 
+    where = f"{printable(source)}: " if source else ""
     kind = "discriminators" if info.kind == "discriminator" else "generators"
+    plugins = get_plugins()
     try:
-        return registry(kind).build(info.name, **info.args)
+        component = plugins.registry(kind).get(info.name)
+        component.factory  # noqa: B018 - import now: a broken plugin is reported as such
     except RegistryError as exc:
-        raise WeightsError(f"cannot rebuild the network: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"cannot rebuild '{info.name}' with {info.args}: {exc}") from None
+        raise WeightsError(f"{where}cannot rebuild the network: {exc}{plugins.broken_note()}") from None
+    described = f"'{info.name}' with {_short(info.args)}"
+    try:
+        if state is not None:
+            shell = call_plugin(
+                component.plugin, f"building {described}", limits.build_on_meta, component, info.args,
+                budget=limits.Budget.for_state(state), passthrough=(limits.SizeLimitError,),
+            )  # fmt: skip
+            problems = fit_problems(limits.state_shapes(shell), state)
+            if problems:
+                raise WeightsError(
+                    f"{where}weights do not fit the network the metadata describes ({described}): "
+                    + "; ".join(problems)
+                )
+        return call_plugin(component.plugin, f"building {described}", component.build, **info.args)
+    except limits.SizeLimitError as exc:
+        raise WeightsError(
+            f"{where}the metadata describes {described}, larger than the {len(state or {})} tensors the file holds "
+            f"({exc.detail}); damaged or forged metadata"
+        ) from None
+    except PluginError as exc:
+        raise WeightsError(f"{where}cannot rebuild {described}: plugin '{exc.plugin}' raised {exc.reason}") from None
 
 
 def load_network(path: str | Path) -> tuple[nn.Module, WeightInfo]:
@@ -262,10 +373,13 @@ def load_network(path: str | Path) -> tuple[nn.Module, WeightInfo]:
     """
     tensors, meta = read_weights(path)
     info = WeightInfo.from_metadata(meta, path)
-    network = build_network(info)
+    network = build_network(info, state=tensors, source=path)
     load_state(network, tensors, path)
     if info.descriptor is None:  # written before descriptors existed: derive it once, here
-        info = dataclasses.replace(info, descriptor=descriptor_of(info, network))
+        try:
+            info = dataclasses.replace(info, descriptor=descriptor_of(info, network))
+        except WeightsError as exc:
+            raise WeightsError(f"{printable(path)}: {exc}") from None
     return network.eval(), info
 
 

@@ -3,6 +3,11 @@
 Pillow decodes everything except 16-bit *colour* images, which it silently truncates to 8 bits: 16-bit
 RGB(A) and gray+alpha PNGs are decoded with ``torchvision.io.decode_png`` and 16-bit colour TIFFs with
 ``tifffile``. Every failure is an :class:`ImageReadError` whose one-line message starts with the path.
+
+Files with several frames — animated GIF, APNG and WebP, multi-page TIFF — are refused rather than
+reduced to their first frame without a word (reduced-resolution TIFF pages, which are previews of the
+main page, do not count; nor do the extra images of an MPO camera file, which are previews or the other
+eye of a stereo pair).
 """
 
 from __future__ import annotations
@@ -127,6 +132,12 @@ def _open_image(path: Path, max_pixels: int | None) -> Image.Image:
     if limit is not None and width * height > limit:
         im.close()
         raise ImageReadError(path, _bomb_reason(width, height, limit))
+    try:
+        # Here, where every reader opens its files (the fast 8-bit decoder of training data too).
+        _check_single_frame(path, im)
+    except BaseException:
+        im.close()
+        raise
     return im
 
 
@@ -135,6 +146,40 @@ def _bomb_reason(width: int, height: int, limit: int) -> str:
         f"image has {width}×{height} = {width * height} pixels, over the decompression-bomb limit of {limit} "
         "(raise it with --max-pixels)"
     )
+
+
+def _check_single_frame(path: Path, im: Image.Image) -> None:
+    """Refuse files whose other frames would be dropped: only still images are restored."""
+    if im.format == "MPO" or not getattr(im, "is_animated", False):
+        return
+    if im.format == "TIFF":
+        frames = _full_resolution_pages(im)
+        kind = "a multi-page TIFF"
+    else:
+        frames = int(getattr(im, "n_frames", 2))
+        kind = {"GIF": "an animated GIF", "PNG": "an animated PNG (APNG)", "WEBP": "an animated WebP"}.get(
+            im.format or "", f"an animated {im.format} file"
+        )
+    if frames > 1:
+        raise ImageReadError(
+            path,
+            f"has {frames} frames ({kind}); only still images are restored and the other frames would be "
+            "lost: extract the frames (e.g. ffmpeg -i INPUT frame_%04d.png) and restore those",
+        )
+
+
+def _full_resolution_pages(im: Image.Image) -> int:
+    """TIFF pages that are images of their own (not reduced-resolution previews or masks of another)."""
+    count = 0
+    try:
+        for index in range(int(getattr(im, "n_frames", 1))):
+            im.seek(index)
+            subfile = int(getattr(im, "tag_v2", {}).get(254, 0) or 0)
+            if not subfile & 0b101:  # bit 0: reduced-resolution version, bit 2: transparency mask
+                count += 1
+    finally:
+        im.seek(0)
+    return count
 
 
 def _picture_from_pillow(path: Path, im: Image.Image) -> Picture:
@@ -370,6 +415,13 @@ def _read_tiff_with_tifffile(path: Path, max_pixels: int | None) -> Picture:
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
         with tifffile.TiffFile(path) as tif:
+            pages = [p for p in tif.pages if not (p.is_reduced or getattr(p, "is_mask", False))]
+            if len(pages) > 1:
+                raise ImageReadError(
+                    path,
+                    f"has {len(pages)} frames (a multi-page TIFF); only still images are restored and the other "
+                    "frames would be lost: extract the pages and restore those",
+                )
             page = tif.pages[0]
             height, width = page.imagelength, page.imagewidth
             if limit is not None and width * height > limit:

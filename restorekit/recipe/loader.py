@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import inspect
 import json
+import sys
 import tomllib
 import types
 import typing
@@ -22,10 +23,22 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from restorekit.fileio import printable
 from restorekit.recipe.schema import Recipe
 
 PER_FILE_KEYS = ("name", "description")
 """Keys that a recipe does not inherit through ``extends``."""
+
+
+def _data_checks_wanted() -> bool:
+    """Inside a ``restore`` command (``check``, ``run``) a recipe is loaded to be run: check its data too.
+
+    The command line owns that choice (:data:`restorekit.cli.common.RECIPE_DATA_CHECKS`); it is looked
+    up, not imported, so that the Python API never loads the CLI.
+    """
+    cli = sys.modules.get("restorekit.cli.common")
+    flag = getattr(cli, "RECIPE_DATA_CHECKS", None)
+    return bool(flag is not None and flag.get())
 
 
 @dataclass(frozen=True)
@@ -79,13 +92,32 @@ def find_recipe(ref: str | Path, *, relative_to: Path | None = None) -> Path:
     raise RecipeError([Problem(text, "", f"no such recipe file or registered recipe{hint}")])
 
 
+MAX_RECIPE_BYTES = 4 * 1024 * 1024
+"""A recipe is a page of TOML; a file larger than this is not one (and is not read into memory)."""
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
+    file = printable(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            too_large = f"{size:,} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES:,})"
+            raise RecipeError([Problem(file, "", too_large)])
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+        if "\x00" in text:
+            raise RecipeError([Problem(file, "", "not a text file (it holds NUL bytes); a recipe is TOML text")])
+        return tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        reason = f"not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); save the recipe as UTF-8"
+        raise RecipeError([Problem(file, "", reason)]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise RecipeError([Problem(str(path), "", f"invalid TOML: {exc}")]) from None
+        raise RecipeError([Problem(file, "", f"invalid TOML: {printable(exc)}")]) from None
+    except RecursionError:
+        raise RecipeError([Problem(file, "", "invalid TOML: nested too deeply")]) from None
     except OSError as exc:
-        raise RecipeError([Problem(str(path), "", f"cannot read: {exc.strerror or exc}")]) from None
+        raise RecipeError([Problem(file, "", f"cannot read: {exc.strerror or exc}")]) from None
 
 
 def deep_merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
@@ -235,7 +267,13 @@ def _pydantic_problems(file: str, error: ValidationError) -> list[Problem]:
     return problems
 
 
-def load_recipe(ref: str | Path, overrides: list[str] | None = None, *, check_components: bool = True) -> Recipe:
+def load_recipe(
+    ref: str | Path,
+    overrides: list[str] | None = None,
+    *,
+    check_components: bool = True,
+    check_data: bool | None = None,
+) -> Recipe:
     """Read, merge, override and validate a recipe.
 
     Args:
@@ -243,19 +281,31 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None, *, check_co
         overrides: ``key.path=value`` strings (the CLI's ``--set``).
         check_components: also check registry names, constructor arguments and data settings
             against the installed plugins (imports the components, builds networks on the meta
-            device — no memory, no weights).
+            device — no memory, no weights — within :mod:`restorekit.limits`, and estimates the memory
+            a training step needs).
+        check_data: also check the data as the first training step would meet it: the folders exist
+            and hold readable images, training images against the crop, validation images against
+            what the task's metrics need (:func:`restorekit.recipe.validate.check_data`). Reads the
+            image headers and decodes one training and the smallest validation image. None (the
+            default): on under ``restore check`` / ``restore run``, else off.
 
     Raises:
         RecipeError: everything wrong, in one exception.
+
+    Example:
+        >>> recipe = load_recipe("recipes/srresnet.toml", ["train.steps=10"], check_data=True)  # doctest: +SKIP
     """
     path = find_recipe(ref)
-    file = str(path)
+    file = printable(path)
     data = read_recipe_tree(path)
     problems = apply_overrides(data, list(overrides or []))
+    non_finite = non_finite_values(data, file)
+    problems += non_finite
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        problems += _pydantic_problems(file, exc)
+        said = {p.key for p in non_finite}  # "inf is not usable" says it; "must be > 0 (got nan)" repeats it
+        problems += [p for p in _pydantic_problems(file, exc) if p.key not in said]
         raise RecipeError(problems) from None
     if problems:
         raise RecipeError(problems)
@@ -265,8 +315,34 @@ def load_recipe(ref: str | Path, overrides: list[str] | None = None, *, check_co
         problems = _check(recipe, file)
         if problems:
             raise RecipeError(problems)
+    if check_data is None:
+        check_data = check_components and _data_checks_wanted()
+    if check_data:
+        from restorekit.recipe.validate import check_data as _check_data
+
+        problems = _check_data(recipe, file)
+        if problems:
+            raise RecipeError(problems)
     recipe._source = path  # type: ignore[attr-defined]  # where it came from, for messages
     return recipe
+
+
+def non_finite_values(data: Any, file: str, key: str = "") -> list[Problem]:
+    """``inf`` and ``nan`` anywhere in a recipe (TOML allows both): no setting takes them.
+
+    A learning rate of ``inf`` passes "greater than 0" and ends the run at its first step with NaN
+    losses; a loss weight or a constructor argument of ``nan`` is as bad. Reported with the key.
+    """
+    import math
+
+    if isinstance(data, float) and not math.isfinite(data):
+        what = "nan is not a number" if math.isnan(data) else f"{data} is not a usable value"
+        return [Problem(file, key, f"{what}; give a finite number (or leave the key out for its default)")]
+    if isinstance(data, dict):
+        return [p for k, v in data.items() for p in non_finite_values(v, file, f"{key}.{k}" if key else str(k))]
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in non_finite_values(v, file, f"{key}.{i}")]
+    return []
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
