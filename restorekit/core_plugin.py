@@ -1,4 +1,4 @@
-"""The core's own plugin: pixel, perceptual and adversarial losses, and the two tasks.
+"""The core's own plugin: pixel, perceptual and adversarial losses, the two tasks, and the metrics.
 
 It is loaded through the ``restorekit`` entry-point group like any third-party plugin. Targets are
 lazy ``"module:attr"`` strings, so listing components imports no torch.
@@ -43,6 +43,32 @@ TASKS = {
 }
 
 
+METRICS = {
+    # name: (target, description, facts for tables and protocols)
+    "psnr_y": ("restorekit.metrics.builtin:psnr_y", "PSNR (dB) on the BT.601 luma, output rounded to 8 bits",
+               {"higher_is_better": True, "colour": "y", "label": "PSNR-Y (dB)"}),
+    "ssim_y": ("restorekit.metrics.builtin:ssim_y", "SSIM on the BT.601 luma (11x11 Gaussian, valid region)",
+               {"higher_is_better": True, "colour": "y", "label": "SSIM-Y"}),
+    "psnr_rgb": ("restorekit.metrics.builtin:psnr_rgb", "PSNR (dB) over R, G and B",
+                 {"higher_is_better": True, "colour": "rgb", "label": "PSNR-RGB (dB)"}),
+    "ssim_rgb": ("restorekit.metrics.builtin:ssim_rgb", "SSIM, mean of R, G and B",
+                 {"higher_is_better": True, "colour": "rgb", "label": "SSIM-RGB"}),
+    # The GoPro tables' names (RGB): the deblurring task reports these.
+    "psnr": ("restorekit.metrics.builtin:psnr_rgb", "PSNR (dB) over R, G and B (the deblurring tables' PSNR)",
+             {"higher_is_better": True, "colour": "rgb", "label": "PSNR (dB)"}),
+    "ssim": ("restorekit.metrics.builtin:ssim_rgb", "SSIM, mean of R, G and B (the deblurring tables' SSIM)",
+             {"higher_is_better": True, "colour": "rgb", "label": "SSIM"}),
+    "lpips": ("restorekit.metrics.builtin:lpips_alex", "LPIPS v0.1, AlexNet (Zhang et al. 2018); needs torchmetrics",
+              {"higher_is_better": False, "colour": "rgb", "label": "LPIPS"}),
+    "lpips_vgg": ("restorekit.metrics.builtin:lpips_vgg", "LPIPS v0.1, VGG16; needs torchmetrics",
+                  {"higher_is_better": False, "colour": "rgb", "label": "LPIPS-VGG"}),
+    "dists": ("restorekit.metrics.builtin:dists", "DISTS, VGG16 (Ding et al. 2020); needs torchmetrics",
+              {"higher_is_better": False, "colour": "rgb", "label": "DISTS"}),
+    "niqe": ("restorekit.metrics.builtin:NIQE", "NIQE (Mittal et al. 2013), no reference, MATLAB-exact",
+             {"higher_is_better": False, "needs_reference": False, "colour": "y", "label": "NIQE"}),
+}  # fmt: skip
+
+
 @hookimpl
 def register_losses(register):
     for name, (target, description) in LOSSES.items():
@@ -53,6 +79,12 @@ def register_losses(register):
 def register_tasks(register):
     for name, (target, description) in TASKS.items():
         register(name, target, description)
+
+
+@hookimpl
+def register_metrics(register):
+    for name, (target, description, facts) in METRICS.items():
+        register(name, target, description, **facts)
 
 
 @hookimpl

@@ -52,6 +52,18 @@ def register_tasks(register: Any) -> None:
     """Register tasks, which make training batches and validate (super-resolution, deblurring)."""
 
 
+@hookspec
+def register_metrics(register: Any) -> None:
+    """Register image-quality metrics: ``register(name, target, description="", *, higher_is_better, ...)``.
+
+    Besides ``higher_is_better`` (the direction, required), a metric says ``needs_reference`` (default
+    True; False for no-reference scores such as NIQE), ``colour`` (the colour space it measures: ``"y"``,
+    ``"rgb"``, ...) and optionally ``label`` (a table header). The factory takes explicit keyword
+    arguments including ``border`` (the pixels the task shaves); what it builds is called as
+    ``metric(output, target)`` on ``(N, C, H, W)`` images in [0, 1] and returns one value per image.
+    """
+
+
 # --- shipped files --------------------------------------------------------------------------------
 
 

@@ -14,6 +14,10 @@ For the built-in tasks that means, as in the published tables:
 - deblurring (GoPro): RGB PSNR/SSIM against the sharp image, no border; baseline ``identity`` (``none``):
   the blurred input itself.
 
+``metrics`` chooses other registered metrics (``["psnr", "ssim", "lpips", "niqe"]``), measured under the
+task's protocol: the same border and 8-bit output, with the task's aliases (super-resolution reads
+``psnr`` as ``psnr_y``).
+
 Models run through :class:`~restorekit.inference.model.RestorationModel` (tiled, any size). The mean is
 the plain average of the per-image values, as in the papers.
 
@@ -26,11 +30,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from restorekit.evaluation.loop import run_benchmark
+from restorekit.evaluation.loop import OnOutput, run_benchmark
 from restorekit.evaluation.result import EvaluationResult
 
 if TYPE_CHECKING:
@@ -111,6 +115,8 @@ def _words(task: str) -> str:
 
 def _resolve_model(model: RestorationModel | str, name: str | None) -> tuple[str, RestorationModel | None]:
     """``(name, model)``; the model is None for a baseline name."""
+    if isinstance(model, Path):
+        model = str(model)
     if isinstance(model, str):
         key = model.strip().lower()
         if key in baseline_owners() and not Path(model).expanduser().is_file():
@@ -217,6 +223,8 @@ def evaluate(
     progress: Progress | None = None,
     name: str | None = None,
     inputs: str | Path | None = None,
+    metrics: Sequence[str] | None = None,
+    on_output: OnOutput | None = None,
 ) -> EvaluationResult:
     """Evaluate a model or a baseline on a benchmark folder, with its task's published protocol.
 
@@ -238,13 +246,16 @@ def evaluate(
             its network's name.
         inputs: Folder of model inputs matched by name, for any task (what *lr_dir* / *blur_dir* are for
             the built-in ones).
+        metrics: Registered metric names to report (``restore list``-able with ``restore eval
+            --list-metrics``); default: the task's own, as its tables print them.
+        on_output: Called as ``on_output(sample, output)`` with every 8-bit output (reports use it).
 
     Returns:
         The per-image metrics and their mean.
 
     Raises:
-        EvaluationError: Settings that contradict each other (task, scale, folders, baseline), or a task
-            without a benchmark protocol.
+        EvaluationError: Settings that contradict each other (task, scale, folders, baseline), a task
+            without a benchmark protocol, or an unknown metric (with the closest names).
         restorekit.data.folders.DataError: Missing folders, unmatched names, or images that do not fit.
         restorekit.data.images.ImageReadError: An image cannot be read.
         FileNotFoundError: No model of that name or file.
@@ -263,16 +274,35 @@ def evaluate(
         folder = inputs
     s = _check_scale(chosen, name, net, scale)
     runner = _build_task(chosen, s)
+    chosen_metrics = None
+    if metrics is not None:
+        try:
+            chosen_metrics = runner.choose_metrics(metrics)
+        except ValueError as exc:
+            raise EvaluationError(str(exc)) from None
+        if not chosen_metrics:
+            raise EvaluationError("no metric named; give e.g. psnr,ssim,lpips,niqe")
     samples = _benchmark(runner, chosen, Path(data).expanduser(), folder, max_pixels)
+    common = {"progress": progress, "metrics": chosen_metrics, "on_output": on_output}
     if net is None:
-        images = run_benchmark(runner, samples, None, baseline=name, progress=progress)
+        images = run_benchmark(runner, samples, None, baseline=name, **common)
     else:
-        images = run_benchmark(runner, samples, net.restore_tensor, progress=progress)
+        images = run_benchmark(runner, samples, net.restore_tensor, **common)
     settings: dict[str, Any] = dict(samples.settings)
     if net is not None:
         settings.update(_model_settings(net))
-    metric_order = tuple(runner.metric_names) or (tuple(images[0].metrics) if images else ())
-    return EvaluationResult(chosen, name, s, str(samples.root), images, settings, metric_order)
+    metric_order = chosen_metrics or tuple(runner.metric_names) or (tuple(images[0].metrics) if images else ())
+    result = EvaluationResult(chosen, name, s, str(samples.root), images, settings, metric_order)
+    result.metric_info = metric_facts(metric_order, runner.metric_border())
+    return result
+
+
+def metric_facts(names: Sequence[str], border: int) -> list[dict[str, Any]]:
+    """Direction, reference, colour and protocol of each registered metric in *names* (others are skipped)."""
+    from restorekit.metrics.registry import metric_registry
+
+    registry = metric_registry()
+    return [registry.get(name).to_dict(border) for name in names if name in registry]
 
 
 def _benchmark(runner: Task, task: str, data: Path, folder: str | Path | None, max_pixels: int | None) -> Any:

@@ -43,6 +43,8 @@ class EvaluationResult:
         images: One :class:`ImageScore` per image, in file order.
         settings: The protocol and inference settings (LR source, border, tiling, device, ...).
         metric_order: The task's metrics in table order; empty: the first image's keys.
+        metric_info: For each registered metric, its direction, whether it needs a reference, its colour
+            space and protocol (:meth:`restorekit.metrics.registry.MetricSpec.to_dict`).
     """
 
     task: str
@@ -52,6 +54,7 @@ class EvaluationResult:
     images: list[ImageScore]
     settings: dict[str, Any] = field(default_factory=dict)
     metric_order: tuple[str, ...] = ()
+    metric_info: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def metric_names(self) -> tuple[str, ...]:
@@ -76,6 +79,7 @@ class EvaluationResult:
             "count": len(self.images),
             "images": [{"name": im.name, **{k: _finite(v) for k, v in im.metrics.items()}} for im in self.images],
             "mean": {k: _finite(v) for k, v in self.mean.items()},
+            "metrics": [dict(info) for info in self.metric_info],
         }
 
 

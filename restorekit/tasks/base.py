@@ -5,20 +5,45 @@ evaluated: which benchmark folders it reads and how missing inputs are made (:me
 its metrics in table order (:attr:`Task.metric_names`, :meth:`Task.metrics`) and the trivial answers a
 model must beat (:attr:`Task.baselines`, :meth:`Task.baseline`). ``Trainer.validate`` and
 ``restore eval`` both go through these, so validation numbers equal benchmark numbers on the same data.
+
+Metrics are names from the metric registry (:mod:`restorekit.metrics.registry`); the task supplies
+the protocol's border (:meth:`Task.metric_border`) and may map generic names to its own
+(:attr:`Task.metric_aliases`: super-resolution reads ``psnr`` as ``psnr_y``). The built-in tasks take
+the list as a constructor argument (``task.args.metrics`` in a recipe).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, overload
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["EvalSample", "EvalSet", "Task"]
+if TYPE_CHECKING:
+    from restorekit.metrics.selection import MetricSet
+
+__all__ = ["EvalSample", "EvalSet", "PreviewPanel", "Task"]
+
+
+@dataclass(frozen=True)
+class PreviewPanel:
+    """One labelled picture of a training preview.
+
+    Attributes:
+        label: What the panel shows, in the field's words (``LR``, ``bicubic``, ``output``, ``HR``).
+        image: A ``(3, H, W)`` float CPU image in [0, 1], the size of the target.
+        scored: Whether the panel's PSNR against the target is printed under its label (baselines and
+            the output are; the input and the target itself are not).
+    """
+
+    label: str
+    image: Tensor
+    scored: bool = True
 
 
 @dataclass(frozen=True)
@@ -126,7 +151,9 @@ class Task:
         name: registry name.
         scale: output size / input size (1 for deblurring).
         primary_metric: the validation metric used to rank models (``psnr_y``, ``psnr``).
-        metric_names: the metrics :meth:`metrics` returns, in table order.
+        metric_names: the metrics :meth:`metrics` returns, in table order (on the class: the default;
+            a built-in task's instance holds the chosen list).
+        metric_aliases: generic metric names this task reads as its own (``{"psnr": "psnr_y"}``).
         baselines: names that stand for a trivial model in ``restore eval`` (``bicubic``, ``identity``).
     """
 
@@ -134,6 +161,7 @@ class Task:
     scale: int | None = 1
     primary_metric = "psnr"
     metric_names: tuple[str, ...] = ()
+    metric_aliases: Mapping[str, str] = MappingProxyType({})
     baselines: tuple[str, ...] = ()
 
     def train_data(self, **settings: Any) -> Dataset:
@@ -195,8 +223,59 @@ class Task:
         raise NotImplementedError
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
-        """Metrics of one output against its target (``(C, H, W)`` or ``(1, C, H, W)``)."""
-        raise NotImplementedError
+        """Metrics of one output against its target (``(C, H, W)`` or ``(1, C, H, W)``).
+
+        The base class scores :attr:`metric_names` through the metric registry with
+        :meth:`metric_border`; a task that declares registered names needs nothing more.
+        """
+        if not self.metric_names:
+            raise NotImplementedError
+        return self.metric_set()(output, target)
+
+    # -- metrics from the registry --------------------------------------------------------------------
+
+    def metric_border(self) -> int:
+        """Pixels every metric of this task's protocol shaves from each side (super-resolution: the scale)."""
+        return 0
+
+    def choose_metrics(self, names: Iterable[str], *, keep_primary: bool = False) -> tuple[str, ...]:
+        """Registered metric names for *names*, with this task's aliases, duplicates dropped, order kept.
+
+        Args:
+            names: metric names, e.g. ``["psnr", "ssim", "lpips", "niqe"]``.
+            keep_primary: put :attr:`primary_metric` first when *names* leaves it out (the trainer ranks
+                validations by it).
+
+        Raises:
+            ValueError: a name no plugin registered (the message lists the closest ones), or not a list
+                of names.
+        """
+        from restorekit.metrics.selection import resolve_metric_names
+        from restorekit.registry import RegistryError
+
+        try:
+            chosen = resolve_metric_names(names, aliases=self.metric_aliases)
+        except RegistryError as exc:
+            raise ValueError(f"metrics: {exc}") from None
+        if keep_primary and self.primary_metric not in chosen:
+            chosen = (self.primary_metric, *chosen)
+        return chosen
+
+    def metric_set(self, names: Iterable[str] | None = None) -> MetricSet:
+        """:attr:`metric_names` (or *names*) bound to this task's border; each list is built once per task.
+
+        Raises:
+            ValueError: an unregistered name.
+        """
+        from restorekit.metrics.selection import MetricSet
+
+        chosen = self.choose_metrics(self.metric_names if names is None else names)
+        border = self.metric_border()
+        # Built metrics hold networks (LPIPS): keep them for the task's lifetime, not per image.
+        cache: dict[tuple[tuple[str, ...], int], MetricSet] = self.__dict__.setdefault("_metric_sets", {})
+        if (chosen, border) not in cache:
+            cache[(chosen, border)] = MetricSet(chosen, border=border)
+        return cache[(chosen, border)]
 
     def baseline_metrics(self, model_input: Tensor, target: Tensor) -> dict[str, float]:
         """Metrics of the trivial answer (bicubic upscale, the blurred input): what a model must beat."""
@@ -210,4 +289,13 @@ class Task:
     def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
         """One ``(3, H, W)`` image showing input | output | target side by side."""
         raise NotImplementedError
+
+    def preview_panels(self, model_input: Tensor, output: Tensor, target: Tensor) -> list[PreviewPanel]:
+        """The labelled panels of a training preview, left to right (input, baselines, output, target).
+
+        The trainer draws each panel's label (and, for scored panels, its PSNR against the target) above
+        it. The default wraps :meth:`preview` as one unlabelled panel, so tasks written before panels
+        existed keep their previews.
+        """
+        return [PreviewPanel("input | output | target", self.preview(model_input, output, target), scored=False)]
 

@@ -33,8 +33,7 @@ from restorekit.data.sources import (
     find_blur_pairs,
     find_sharp_images,
 )
-from restorekit.metrics import psnr, ssim
-from restorekit.tasks.base import EvalSet, Task
+from restorekit.tasks.base import EvalSet, PreviewPanel, Task
 
 # Moved to restorekit.data; imported from here by earlier code.
 __all__ = ["LAYOUTS", "CameraShake", "Deblurring", "ImagePair", "find_blur_pairs", "find_sharp_images"]
@@ -58,6 +57,9 @@ class Deblurring(Task):
         synthetic_prob: with paired data, the fraction of samples whose blurred input is replaced by
             synthetic blur of the sharp crop (DeblurGAN's mix of GoPro and synthetic blur). Sharp-only
             data (``synthetic = true``) is always blurred synthetically.
+        metrics: registered metrics to validate with, in table order (``["psnr", "ssim", "lpips"]``),
+            no border shaved. ``psnr`` (RGB) is always measured (put first when left out): the trainer
+            ranks validations by it. Default: ``psnr``, ``ssim``.
 
     Raises:
         ValueError: an argument is out of range.
@@ -86,6 +88,7 @@ class Deblurring(Task):
         kernel_size: int = 31,
         noise: float | list[float] = 0.0,
         synthetic_prob: float = 0.0,
+        metrics: list[str] | None = None,
     ):
         if not isinstance(kernel_size, int) or isinstance(kernel_size, bool) or kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be an odd integer of at least 3; got {kernel_size!r}")
@@ -103,6 +106,8 @@ class Deblurring(Task):
             real = tuple(center_kernel(k, size) for k in loaded)
         self.kernel_size = size
         self.shake = CameraShake(kernel_size=size, kernels=real, noise=self.noise)
+        default = type(self).metric_names or Deblurring.metric_names
+        self.metric_names = default if metrics is None else self.choose_metrics(metrics, keep_primary=True)
 
     # -- data ---------------------------------------------------------------------------------------
 
@@ -314,11 +319,8 @@ class Deblurring(Task):
         return degrade_batch(batch, device, self.shake), sharp
 
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
-        """RGB PSNR and SSIM, output rounded to 8 bits, no border shaved (the GoPro protocol)."""
-        return {
-            "psnr": float(psnr(output, target, channel="rgb").mean()),
-            "ssim": float(ssim(output, target, channel="rgb").mean()),
-        }
+        """The chosen metrics (default RGB PSNR and SSIM), output rounded to 8 bits, no border (GoPro protocol)."""
+        return self.metric_set()(output, target)
 
     def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
         """Blurred | output | sharp, one ``(3, H, 3W)`` image (first of the batch)."""
@@ -328,3 +330,16 @@ class Deblurring(Task):
             image = image.detach().float().clamp(0, 1).cpu()
             parts.append(image.expand(3, -1, -1) if image.shape[0] == 1 else image)
         return torch.cat(parts, dim=-1)
+
+    def preview_panels(self, model_input: Tensor, output: Tensor, target: Tensor) -> list[PreviewPanel]:
+        """Blurred (scored: it is the identity baseline) | output | sharp."""
+        parts = []
+        for image in (model_input, output, target):
+            image = image[0] if image.dim() == 4 else image
+            image = image.detach().float().clamp(0, 1).cpu()
+            parts.append(image.expand(3, -1, -1) if image.shape[0] == 1 else image)
+        return [
+            PreviewPanel("blurred", parts[0]),
+            PreviewPanel("output", parts[1]),
+            PreviewPanel("sharp", parts[2], scored=False),
+        ]

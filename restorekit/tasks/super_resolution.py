@@ -4,13 +4,15 @@ Training reads HR image folders (random crops, flips, 90° rotations); the LR in
 device with the MATLAB-compatible bicubic downscale — the protocol behind every published SR table —
 rounded to 8 bits like the benchmark files, then optionally degraded further (blur, noise, JPEG).
 Paired LR/HR folders (EDSR layout understood) work too. Validation reports PSNR and SSIM on the Y
-channel with ``scale`` border pixels shaved and the output rounded to 8 bits first.
+channel with ``scale`` border pixels shaved and the output rounded to 8 bits first, plus RGB PSNR; the
+``metrics`` argument chooses other registered metrics (LPIPS, NIQE, ...), under the same protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -19,18 +21,34 @@ from torch.nn import functional as F
 
 from restorekit.data.crops import PairedCrops
 from restorekit.data.degradations import DegradationPipeline
+from restorekit.data.realesrgan_degradation import usm_sharpen
 from restorekit.data.folders import DataError
 from restorekit.data.images import load_rgb
 from restorekit.data.pairs import lr_folder
 from restorekit.data.resize import imresize
-from restorekit.metrics import psnr, ssim
 from restorekit.data.sources import check_readable, edsr_hr_root, edsr_lr_root, sr_pairs, to_uint8
-from restorekit.tasks.base import EvalSet, Task
+from restorekit.tasks.base import EvalSet, PreviewPanel, Task
 
 
 def round_to_8bit(x: Tensor) -> Tensor:
     """Clamp to [0, 1] and round to 1/255 steps, as an 8-bit LR file would be."""
     return torch.round(x.clamp(0, 1) * 255) / 255
+
+
+def _batch_generator(batch: dict[str, Tensor], device: torch.device) -> torch.Generator | None:
+    """A generator for the batch's degradations, seeded from its samples' seeds (None without them).
+
+    The samples' seeds are a function of the run's seed and position alone, so the degradations are too:
+    a resumed run, or one with other data-loader workers, degrades exactly as an uninterrupted one. (The
+    global generator would not do: ``DataLoader`` draws its base seed from it when a resumed run starts.)
+    """
+    seeds = batch.get("sample_seed")
+    if seeds is None:
+        return None
+    mixed = 0
+    for seed in seeds.flatten().tolist():
+        mixed = (mixed * 0x9E3779B97F4A7C15 + int(seed)) % (2**63)
+    return torch.Generator(device=device).manual_seed(mixed)
 
 
 class SuperResolution(Task):
@@ -40,7 +58,17 @@ class SuperResolution(Task):
         scale: upscaling factor (2, 3, 4, 8, ...).
         degradations: extra training degradations applied to the bicubic LR, e.g.
             ``[{type = "blur", sigma = [0.2, 2.0], prob = 0.5}, {type = "noise", sigma = [0, 0.02]},
-            {type = "jpeg", quality = [40, 95], prob = 0.3}]``.
+            {type = "jpeg", quality = [40, 95], prob = 0.3}]``; or a chain that ends with
+            ``{type = "resize", size = "output"}`` (Real-ESRGAN's second-order model, see the
+            ``realesrgan_*`` recipes), which makes the LR from the HR crop instead of the bicubic
+            downscale (:class:`~restorekit.data.degradations.DegradationPipeline` lists the steps).
+        sharpen_target: train against the unsharp-masked HR, as Real-ESRGAN does (weight 0.5, a 51-pixel
+            window, threshold 10 levels; :func:`~restorekit.data.realesrgan_degradation.usm_sharpen`); a
+            degradation chain that starts from the HR starts from the sharpened one.
+        metrics: registered metrics to validate with, in table order (``["psnr_y", "ssim_y", "lpips"]``;
+            ``psnr`` and ``ssim`` mean ``psnr_y`` and ``ssim_y``); ``scale`` border pixels are shaved
+            for every one. ``psnr_y`` is always measured (put first when left out): the trainer ranks
+            validations by it. Default: ``psnr_y``, ``ssim_y``, ``psnr_rgb``.
 
     Example:
         >>> task = SuperResolution(scale=4)
@@ -52,11 +80,25 @@ class SuperResolution(Task):
     name = "super_resolution"
     primary_metric = "psnr_y"
     metric_names = ("psnr_y", "ssim_y", "psnr_rgb")
+    metric_aliases = MappingProxyType({"psnr": "psnr_y", "ssim": "ssim_y"})
     baselines = ("bicubic",)
 
-    def __init__(self, *, scale: int | None = None, degradations: list[dict[str, Any]] | None = None):
+    def __init__(
+        self,
+        *,
+        scale: int | None = None,
+        degradations: list[dict[str, Any]] | None = None,
+        sharpen_target: bool = False,
+        metrics: list[str] | None = None,
+    ):
         self.scale = scale
         self.degradations = DegradationPipeline(degradations or [])
+        if not isinstance(sharpen_target, bool):
+            raise ValueError(f"sharpen_target must be true or false, got {sharpen_target!r}")
+        self.sharpen_target = sharpen_target
+        # A subclass that clears the class attribute (tasks of earlier versions) still gets the defaults.
+        default = type(self).metric_names or SuperResolution.metric_names
+        self.metric_names = default if metrics is None else self.choose_metrics(metrics, keep_primary=True)
 
     @property
     def scale(self) -> int | None:  # type: ignore[override]
@@ -106,6 +148,11 @@ class SuperResolution(Task):
         s = self._need_scale()
         if crop % s or crop < s:
             raise DataError(f"data.train.crop: {crop} is not a positive multiple of the scale {s}")
+        if lr is not None and self.degradations.resizes_to_output:
+            raise DataError(
+                "data.train.lr: task.args.degradations makes the LR from the HR (it ends with a resize to the "
+                "output size); leave data.train.lr out, or use first-order steps only"
+            )
         pairs = sr_pairs(hr, lr, scale=s, include=include, key="data.train")
         if lr is None:
             readable = set(check_readable([p.target for p in pairs], skip_bad=skip_bad))
@@ -113,6 +160,7 @@ class SuperResolution(Task):
         return PairedCrops(
             pairs, crop=crop, scale=s, hflip=flip, vflip=flip, rot90=rot90,
             cache=cache, skip_bad=skip_bad, max_pixels=max_pixels, target_label="HR",
+            sample_seed=len(self.degradations) > 0,
         )  # fmt: skip
 
     def val_data(
@@ -215,23 +263,29 @@ class SuperResolution(Task):
         self, batch: dict[str, Tensor], device: torch.device, *, training: bool = True
     ) -> tuple[Tensor, Tensor]:
         hr = batch["target"].to(device, non_blocking=True)
+        if training and self.sharpen_target:
+            hr = usm_sharpen(hr)
+        generator = _batch_generator(batch, device) if training else None
         given = batch.get("input", batch.get("source"))  # "source": datasets of earlier versions
         if given is not None:
             lr = given.to(device, non_blocking=True)
+        elif training and self.degradations.resizes_to_output:
+            s = self._need_scale()
+            size = (hr.shape[-2] // s, hr.shape[-1] // s)
+            return round_to_8bit(self.degradations(hr, output_size=size, generator=generator)), hr
         else:
             lr = self.downscale(hr)
-        if training and len(self.degradations):
-            lr = round_to_8bit(self.degradations(lr))
+        if training and len(self.degradations) and not self.degradations.resizes_to_output:
+            lr = round_to_8bit(self.degradations(lr, generator=generator))
         return lr, hr
 
+    def metric_border(self) -> int:
+        """The SR protocol shaves ``scale`` pixels from each side."""
+        return self._need_scale()
+
     def metrics(self, output: Tensor, target: Tensor) -> dict[str, float]:
-        """PSNR-Y, SSIM-Y with ``scale`` border pixels shaved, and RGB PSNR (output rounded to 8 bits)."""
-        border = self._need_scale()
-        return {
-            "psnr_y": float(psnr(output, target, border=border, channel="y").mean()),
-            "ssim_y": float(ssim(output, target, border=border, channel="y").mean()),
-            "psnr_rgb": float(psnr(output, target, border=border, channel="rgb").mean()),
-        }
+        """The chosen metrics (default PSNR-Y, SSIM-Y, RGB PSNR), ``scale`` border pixels shaved, output 8-bit."""
+        return self.metric_set()(output, target)
 
     def preview(self, model_input: Tensor, output: Tensor, target: Tensor) -> Tensor:
         """LR (nearest-neighbour enlarged) | output | HR, one (3, H, 3W) image."""
@@ -239,3 +293,17 @@ class SuperResolution(Task):
         h, w = target.shape[-2], target.shape[-1]
         parts = [lr_big[:, :h, :w], output[0].float()[:, :h, :w], target[0].float()]
         return torch.cat([p.clamp(0, 1).cpu() for p in parts], dim=-1)
+
+    def preview_panels(self, model_input: Tensor, output: Tensor, target: Tensor) -> list[PreviewPanel]:
+        """LR (nearest-neighbour enlarged, so its pixels show) | bicubic | output | HR."""
+        s = self._need_scale()
+        lr = model_input[:1].float()
+        h, w = target.shape[-2], target.shape[-1]
+        lr_big = F.interpolate(lr, scale_factor=s, mode="nearest")[0]
+        bicubic = self.baseline("bicubic", lr[0].clamp(0, 1).cpu())
+        return [
+            PreviewPanel(f"LR (x{s} nearest)", lr_big[:, :h, :w].clamp(0, 1).cpu(), scored=False),
+            PreviewPanel("bicubic", bicubic[:, :h, :w].clamp(0, 1).cpu()),
+            PreviewPanel("output", output[0].float()[:, :h, :w].clamp(0, 1).cpu()),
+            PreviewPanel("HR", target[0].float().clamp(0, 1).cpu(), scored=False),
+        ]
