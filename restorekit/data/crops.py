@@ -67,7 +67,9 @@ class PairedCrops(Dataset):
     * ``input``: the aligned input crop ``(3, crop/scale, crop/scale)`` when the pair has an input file;
     * with *degradation*: ``context`` (the target crop with ``degradation.margin`` pixels each side) and
       the values of ``degradation.draw``; for paired data also ``synthetic`` (bool), which says whether
-      the degraded context replaces ``input`` (see :func:`degrade_batch`).
+      the degraded context replaces ``input`` (see :func:`degrade_batch`);
+    * with *sample_seed*: ``sample_seed`` (int64), drawn from the sample's key, for degradations made on
+      the device from the whole batch (super-resolution's pipeline seeds its generator with them).
 
     Args:
         pairs: the images (all paired, or all target-only).
@@ -83,6 +85,7 @@ class PairedCrops(Dataset):
         skip_bad: replace an unreadable pair by the next one, with a warning, instead of stopping.
         max_pixels: Pillow's decompression-bomb limit for these files.
         target_label: what the target is called in size-mismatch messages.
+        sample_seed: add a ``sample_seed`` to every item.
 
     Raises:
         DataError: no images.
@@ -103,6 +106,7 @@ class PairedCrops(Dataset):
         skip_bad: bool = False,
         max_pixels: int | None = None,
         target_label: str = "sharp",
+        sample_seed: bool = False,
     ):
         if not pairs:
             raise DataError("no training images")
@@ -113,6 +117,7 @@ class PairedCrops(Dataset):
         self.degradation = degradation
         self.degrade_prob = 1.0 if not self.paired else float(degrade_prob)
         self.skip_bad = skip_bad
+        self.sample_seed = sample_seed
         self.loader = PairLoader(self.pairs, scale=scale, cache=cache, max_pixels=max_pixels, target_label=target_label)
 
     def __len__(self) -> int:
@@ -160,6 +165,8 @@ class PairedCrops(Dataset):
             if self.paired:
                 item["synthetic"] = torch.rand((), generator=generator) < self.degrade_prob
             item.update(self.degradation.draw(generator))
+        if self.sample_seed:  # drawn last: the draws above are the same with or without it
+            item["sample_seed"] = torch.randint(0, 2**62, (), generator=generator)
         return item
 
 
@@ -180,7 +187,7 @@ def degrade_batch(
         chosen = torch.arange(context.shape[0])
     if inputs is not None and len(chosen) == 0:
         return inputs
-    skip = {"context", "synthetic", "input", "target"}
+    skip = {"context", "synthetic", "input", "target", "sample_seed"}
     params = {k: v.index_select(0, chosen).to(device, non_blocking=True) for k, v in batch.items() if k not in skip}
     degraded = degradation.apply(context.index_select(0, chosen.to(device)), params)
     if inputs is None:

@@ -9,11 +9,15 @@ One record, :class:`ImagePair`, describes an image of any layout:
 * **two folders** matched by relative path and stem (``blur/a.png`` with ``sharp/a.jpg``);
 * **GoPro** (Nah et al. 2017): ``root/SEQUENCE/blur/NAME.png`` with ``root/SEQUENCE/sharp/NAME.png``
   (``blur_gamma`` for the gamma-corrected frames); ``root`` may hold ``blur``/``sharp`` directly;
-* **side by side** (pix2pix "AB", DeblurGAN's ``aligned``): input on the left, target on the right.
+* **side by side** (pix2pix "AB", DeblurGAN's ``aligned``): input on the left, target on the right;
+* **prepared sub-images** (``restore prepare``, :mod:`restorekit.data.subimages`): the manifest lists
+  the sub-images (and their aligned LR sub-images), as PNG files or in a memory-mapped store.
 
 :class:`PairLoader` decodes a pair whatever its layout, checks that the sizes fit (one-line
 :class:`DataError` naming the file), keeps 8-bit copies when caching and substitutes the next readable
-pair for a broken one when asked to.
+pair for a broken one when asked to. For training crops it reads 8-bit files as ``uint8`` levels
+(:meth:`PairLoader.load_levels`): the crop is cut before the float conversion, which costs more than
+decoding for a 480×480 sub-image.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from torch import Tensor
 from restorekit.data.folders import DataError, list_images, resolve_data_path
 from restorekit.data.images import ImageReadError, load_rgb
 from restorekit.data.pairs import find_pairs
+from restorekit.data.subimages import PreparedSet, StoredImage, decode_8bit, find_prepared, trusted_files
 
 __all__ = [
     "LAYOUTS",
@@ -56,12 +61,16 @@ class ImagePair:
         source: the input (LR, blurred) image; None when the input is made from the target or is the
             left half of a side-by-side file.
         side_by_side: *target* holds the input (left) and the target (right).
+        stored_target: where a sub-image store keeps the target (then *target* only names it).
+        stored_source: where a sub-image store keeps the input.
     """
 
     name: str
     target: Path
     source: Path | None = None
     side_by_side: bool = False
+    stored_target: StoredImage | None = None
+    stored_source: StoredImage | None = None
 
     @property
     def sharp(self) -> Path:
@@ -76,7 +85,7 @@ class ImagePair:
     @property
     def paired(self) -> bool:
         """Whether the input is read from a file rather than made from the target."""
-        return self.source is not None or self.side_by_side
+        return self.source is not None or self.side_by_side or self.stored_source is not None
 
 
 def to_uint8(x: Tensor) -> Tensor:
@@ -86,6 +95,11 @@ def to_uint8(x: Tensor) -> Tensor:
 
 def _as_float(image: Tensor) -> Tensor:
     return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
+def _levels(image: Tensor) -> Tensor:
+    """A contiguous ``uint8`` copy to keep (a view of a decoded file or of a store would pin all of it)."""
+    return image.contiguous().clone() if image.dtype == torch.uint8 else to_uint8(image)
 
 
 # --- finding files --------------------------------------------------------------------------------
@@ -129,21 +143,31 @@ def sr_pairs(
 ) -> list[ImagePair]:
     """HR images (of one or more folders), with their LR files matched by name when *lr* is given.
 
+    A folder written by ``restore prepare`` is read from its manifest: its sub-images, and with *lr*
+    naming the same folder, their aligned LR sub-images at *scale*.
+
     Args:
-        hr: HR folder(s); an EDSR root holding ``HR/`` is understood.
-        lr: LR folder (``NAME.png`` or ``NAMExS.png``, an ``XS`` sub-folder or an EDSR root understood).
+        hr: HR folder(s); an EDSR root holding ``HR/``, or a prepared folder, is understood.
+        lr: LR folder (``NAME.png`` or ``NAMExS.png``, an ``XS`` sub-folder or an EDSR root understood),
+            or the prepared folder itself.
         scale: the upscaling factor.
-        include: only these file names (or stems).
+        include: only these file names (or stems); for prepared folders also source names (all of
+            that image's sub-images).
         key: the recipe table named in messages.
 
     Raises:
-        DataError: missing folders, unmatched names, or none of *include* found.
+        DataError: missing folders, unmatched names, none of *include* found, or a prepared folder
+            that is unfinished or has no LR sub-images at *scale*.
     """
     folders = [hr] if isinstance(hr, (str, Path)) else list(hr)
     if lr is not None and (len(folders) != 1 or not isinstance(lr, (str, Path))):
         raise DataError(f"{key}: paired lr/hr data takes one folder each")
     pairs: list[ImagePair] = []
     for folder in folders:
+        prepared = find_prepared(resolve_data_path(folder))
+        if prepared is not None:
+            pairs += _prepared_pairs(prepared, lr, scale=scale, include=include, key=key)
+            continue
         root = edsr_hr_root(folder)
         if lr is None:
             found = [ImagePair(_stem_key(p, root), p) for p in list_images(root)]
@@ -155,6 +179,50 @@ def sr_pairs(
             if not found:
                 raise DataError(f"{folder}: none of {', '.join(include)} found")
         pairs += found
+    return pairs
+
+
+def _prepared_pairs(
+    prepared: PreparedSet, lr: str | Path | None, *, scale: int, include: Sequence[str] | None, key: str
+) -> list[ImagePair]:
+    """The sub-images of a prepared folder, with their LR sub-images when *lr* is that folder too."""
+    prepared.check_usable()
+    if prepared.failed:
+        warnings.warn(
+            f"{prepared.root}: {len(prepared.failed)} source image(s) could not be prepared and are left out "
+            f"(first: {prepared.failed[0]})",
+            stacklevel=3,
+        )
+    paired = False
+    if lr is not None:
+        lr_prepared = find_prepared(resolve_data_path(lr))
+        if lr_prepared is None or lr_prepared.root.resolve() != prepared.root.resolve():
+            raise DataError(
+                f"{key}.lr: {lr} is not the prepared folder {prepared.root}; give the same folder for hr and lr "
+                "(its aligned LR sub-images are used)"
+            )
+        if scale not in prepared.scales:
+            have = ", ".join(f"x{s}" for s in prepared.scales) or "none"
+            raise DataError(
+                f"{prepared.root}: no x{scale} LR sub-images (prepared with: {have}); run restore prepare with "
+                f"--lr {scale}=FOLDER, or leave {key}.lr out to make the LR on the fly"
+            )
+        paired = True
+    pairs = []
+    for sub in prepared.subimages():
+        if include and not (sub.name in include or sub.source in include or sub.files[1].name in include):
+            continue
+        pairs.append(
+            ImagePair(
+                sub.name,
+                sub.files[1],
+                sub.files[scale] if paired else None,
+                stored_target=sub.stored.get(1),
+                stored_source=sub.stored.get(scale) if paired else None,
+            )
+        )
+    if include and not pairs:
+        raise DataError(f"{prepared.root}: none of {', '.join(include)} found")
     return pairs
 
 
@@ -306,6 +374,9 @@ def find_sharp_images(
 def check_readable(files: list[Path], *, skip_bad: bool) -> list[Path]:
     """Open every file's header before training starts; report all unreadable ones at once.
 
+    Files that a ``restore prepare`` manifest records with their current size (or keeps in its store)
+    are not opened: they were written atomically by restorekit, and a DF2K sub-image folder has >100,000.
+
     Returns the readable files (all of them unless *skip_bad*).
 
     Raises:
@@ -315,7 +386,11 @@ def check_readable(files: list[Path], *, skip_bad: bool) -> list[Path]:
 
     bad: list[str] = []
     good: list[Path] = []
+    trusted = trusted_files(files)
     for path in files:
+        if path in trusted:
+            good.append(path)
+            continue
         try:
             if path.stat().st_size == 0:
                 raise ValueError("empty file")
@@ -341,13 +416,15 @@ def check_readable(files: list[Path], *, skip_bad: bool) -> list[Path]:
 class PairLoader:
     """Decode the pairs of any layout: ``(input or None, target)``, with size checks and an 8-bit cache.
 
-    Images come back as float in [0, 1], or as ``uint8`` when they come from the cache (so that a crop
-    can be cut before converting; :func:`as_float` converts).
+    :meth:`load` gives float images in [0, 1], or ``uint8`` when they come from the cache;
+    :meth:`load_levels` (what crops use) gives ``uint8`` for every 8-bit file, so that a crop can be cut
+    before converting (:func:`as_float` converts; the values are the same).
 
     Args:
         pairs: the images.
         scale: target size / input size; at scale 1 the sizes must be equal.
-        cache: keep decoded images in memory as 8-bit (GoPro-sized sets would not fit as float32).
+        cache: keep decoded images in memory as 8-bit (GoPro-sized sets would not fit as float32);
+            ignored, with a warning, for a sub-image store, which is memory-mapped.
         max_pixels: Pillow's decompression-bomb limit for these files.
         target_label: what the target is called in messages (``sharp``, ``HR``).
     """
@@ -363,6 +440,11 @@ class PairLoader:
     ):
         self.pairs, self.scale, self.cache, self.max_pixels = list(pairs), scale, cache, max_pixels
         self.target_label = target_label
+        if cache and any(p.stored_target is not None for p in self.pairs):
+            # A store is memory-mapped: the OS page cache already keeps what fits, and a copy of a
+            # DF2K-sized store (~100 GB) in every worker would not fit.
+            warnings.warn("cache is ignored for a sub-image store (it is memory-mapped)", stacklevel=3)
+            self.cache = False
         self._cache: dict[int, tuple[Tensor | None, Tensor]] = {}
 
     def __len__(self) -> int:
@@ -375,10 +457,37 @@ class PairLoader:
             ImageReadError: a file cannot be read.
             DataError: the sizes do not fit, or a side-by-side image has an odd width.
         """
+        return self._load(index, levels=False)
+
+    def load_levels(self, index: int) -> tuple[Tensor | None, Tensor]:
+        """Like :meth:`load`, but 8-bit images come back as ``uint8`` levels (``(3, H, W)`` views).
+
+        Converting a whole image to float costs more than decoding it; a crop converts only itself.
+
+        Raises:
+            ImageReadError: a file cannot be read.
+            DataError: the sizes do not fit, or a side-by-side image has an odd width.
+        """
+        return self._load(index, levels=True)
+
+    def _read(self, path: Path, stored: StoredImage | None, levels: bool) -> Tensor:
+        if stored is not None:
+            image = torch.from_numpy(stored.array()).permute(2, 0, 1)
+        elif levels:
+            samples = decode_8bit(path, max_pixels=self.max_pixels)
+            if samples is None:  # 16 bits, alpha, palette, rotation...: the full reader
+                return load_rgb(path, max_pixels=self.max_pixels)
+            image = torch.from_numpy(samples).permute(2, 0, 1).expand(3, -1, -1)
+        else:
+            return load_rgb(path, max_pixels=self.max_pixels)
+        return image if levels else image.float().div_(255).contiguous()  # as load_rgb gives it
+
+    def _load(self, index: int, *, levels: bool) -> tuple[Tensor | None, Tensor]:
         if index in self._cache:
             return self._cache[index]
         pair = self.pairs[index]
-        image = load_rgb(pair.target, max_pixels=self.max_pixels)
+        levels = levels or self.cache
+        image = self._read(pair.target, pair.stored_target, levels)
         if pair.side_by_side:
             width = image.shape[-1]
             if width % 2:
@@ -386,11 +495,12 @@ class PairLoader:
             source, target = image[..., : width // 2], image[..., width // 2 :]
         else:
             target = image
-            source = None if pair.source is None else load_rgb(pair.source, max_pixels=self.max_pixels)
-            if source is not None:
+            source = None
+            if pair.source is not None or pair.stored_source is not None:
+                source = self._read(pair.source or pair.target, pair.stored_source, levels)
                 self._check_sizes(pair, source, target)
         if self.cache:
-            self._cache[index] = (None if source is None else to_uint8(source), to_uint8(target))
+            self._cache[index] = (None if source is None else _levels(source), _levels(target))
             return self._cache[index]
         return source, target
 
@@ -407,7 +517,8 @@ class PairLoader:
             )
 
     def load_or_substitute(self, index: int, skip_bad: bool) -> tuple[int, Tensor | None, Tensor]:
-        """Load *index*; with *skip_bad*, an unreadable file is replaced by the next readable pair.
+        """Load *index* as :meth:`load_levels` does; with *skip_bad*, an unreadable file is replaced by the
+        next readable pair.
 
         Raises:
             ImageReadError: the file cannot be read and *skip_bad* is off.
@@ -417,7 +528,7 @@ class PairLoader:
         for attempt in range(count):
             candidate = (index + attempt) % count
             try:
-                source, target = self.load(candidate)
+                source, target = self.load_levels(candidate)
                 return candidate, source, target
             except ImageReadError as exc:
                 if not skip_bad:
