@@ -12,7 +12,9 @@ import glob
 import os
 import re
 import warnings
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -21,6 +23,7 @@ import typer
 
 from restorekit.cli.common import EXIT_USAGE, console, err_console, fail, handle_errors
 from restorekit.cli.options import ARCH_OPTION, MAX_PIXELS_OPTION, inference_options
+from restorekit.cli.video import video_inputs
 
 if TYPE_CHECKING:
     from restorekit.inference.model import RestorationModel
@@ -201,6 +204,7 @@ def _prepare_output_folder(out_dir: Path) -> None:
 
 @handle_errors
 @inference_options
+@video_inputs  # video files (clip.mp4) are restored by restorekit.cli.video
 def apply(
     inputs: list[str] = typer.Argument(
         ..., metavar="INPUT", help="Image files, folders (searched recursively) or glob patterns.", show_default=False
@@ -261,9 +265,13 @@ def apply(
 
     Exit code: 0 all written or kept, 1 some images failed, 2 usage error.
 
+    MODEL is a store name ('restore models' lists them; a catalogue model is downloaded on first use), a weight file, or a community checkpoint.
+
     Examples:
 
-      restore apply --model srgan photo.jpg
+      restore apply --model realesrgan-x4plus photo.jpg
+
+      restore apply --model quickstart photo.jpg --outscale 2
 
       restore apply --model runs/esrgan/esrgan.safetensors photos/ -o restored/ --tile 256
 
@@ -317,11 +325,28 @@ def _run_jobs(
     quality: int,
     overwrite: bool,
     max_pixels: int | None,
+    pipeline: bool = True,
 ) -> None:
+    """Restore every job, decoding the next image and encoding the previous one while the network runs.
+
+    Three stages overlap: a reader thread decodes the next image, the network runs here (it has the CPU
+    cores or the GPU), a writer thread encodes and writes the previous result (PIL, zlib and libjpeg
+    release the GIL). Results are reported in the order of the jobs. At most one image is decoded ahead
+    and at most :data:`PENDING_WRITE_BYTES` of results wait to be written, so memory stays bounded.
+    ``pipeline=False`` runs the same stages one after the other (``benchmarks/apply_throughput.py
+    --folder`` compares the two).
+    """
+    import contextlib
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from restorekit.data.images import read_picture
+
     written = skipped = failed = 0
+    pixels = 0  # output pixels written
     claimed: dict[Path, Path] = {}
     progress = Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -332,67 +357,150 @@ def _run_jobs(
         transient=True,
         disable=not err_console.is_terminal,  # a log file gets the per-image lines, not bar redraws
     )
-    with progress:
-        images_bar = progress.add_task("images", total=len(jobs))
-        tiles_bar = progress.add_task("tiles", total=None)
+    # Decided in job order before anything runs, as they always were: what is skipped, what collides.
+    decisions: list[tuple[Job, str]] = []
+    for job in jobs:
+        try:
+            decisions.append((job, _check_job(job, claimed, overwrite=overwrite)))
+        except _JobError as exc:
+            decisions.append((job, f"error:{exc}"))
+    to_restore = [job for job, decision in decisions if decision == "restore"]
+    order: deque[tuple[Job, str, Future[int] | None]] = deque()
+    shown = 0  # warnings printed so far
 
-        def on_tiles(done: int, total: int) -> None:
-            progress.update(tiles_bar, completed=done, total=total)
-
-        for job in jobs:
-            progress.update(images_bar, description=escape(job.source.name))
-            progress.reset(tiles_bar, total=None)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    status = _restore_one(
-                        model, job, claimed, outscale=outscale, fmt=fmt, quality=quality, overwrite=overwrite,
-                        max_pixels=max_pixels, progress=on_tiles,
-                    )  # fmt: skip
-                except _JobError as exc:
-                    status = "failed"
-                    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            for warning in caught:
+    def report(*, wait: bool) -> None:
+        """Print the finished jobs at the head of the queue (all of them when *wait*), in job order."""
+        nonlocal written, skipped, failed, pixels, shown
+        while order:
+            job, decision, future = order[0]
+            if future is not None and not (wait or future.done()):
+                break
+            order.popleft()
+            for warning in caught[shown:]:
                 err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", soft_wrap=True)
-            if status == "written":
+            shown = len(caught)
+            if future is not None:
+                try:
+                    pixels += future.result()
+                    decision = "written"
+                except _JobError as exc:
+                    decision = f"error:{exc}"
+            if decision == "written":
                 written += 1
                 console.print(f"{escape(str(job.source))} → {escape(str(job.target))}", soft_wrap=True)
-            elif status == "skipped":
+            elif decision == "skipped":
                 skipped += 1
                 err_console.print(
                     f"[yellow]{escape(str(job.target))}: exists, skipped (use --overwrite)[/]", soft_wrap=True
                 )
             else:
                 failed += 1
+                err_console.print(f"[bold red]error:[/] {escape(decision.removeprefix('error:'))}", soft_wrap=True)
             progress.advance(images_bar)
 
+    def read(job: Job) -> Any:
+        return read_picture(job.source, max_pixels=max_pixels)
+
+    started = time.perf_counter()
+    # One warnings record for every thread: catch_warnings swaps process-wide state, so one per image
+    # would catch the reader's and writer's warnings under the wrong image. Each message names its file.
+    with contextlib.ExitStack() as stack:
+        caught = stack.enter_context(warnings.catch_warnings(record=True))
+        stack.enter_context(progress)
+        reader, writer = (
+            stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix=name, initializer=_background_priority))
+            for name in ("restore-read", "restore-write")
+        )
+        warnings.simplefilter("always")
+        images_bar = progress.add_task("images", total=len(jobs))
+        tiles_bar = progress.add_task("tiles", total=None)
+
+        def on_tiles(done: int, total: int) -> None:
+            progress.update(tiles_bar, completed=done, total=total)
+
+        reads = iter(to_restore)
+        ahead: tuple[Job, Future[Any]] | None = None
+        first = next(reads, None)
+        if first is not None:
+            ahead = (first, reader.submit(read, first))
+        pending_bytes: list[tuple[Future[int], int]] = []
+        for job, decision in decisions:
+            if decision != "restore":
+                order.append((job, decision, None))
+                report(wait=False)
+                continue
+            assert ahead is not None and ahead[0] is job
+            reading = ahead[1]
+            following = next(reads, None)
+            if pipeline:
+                ahead = None if following is None else (following, reader.submit(read, following))
+            progress.update(images_bar, description=escape(job.source.name))
+            progress.reset(tiles_bar, total=None)
+            try:
+                picture = _decoded(job, reading)
+                # Bounded memory: results still waiting for the writer and this one's together stay under
+                # the limit, or this image waits for them (a large photograph is never doubled).
+                size = _restored_bytes(picture, model.scale, outscale)
+                pending_bytes = [(f, b) for f, b in pending_bytes if not f.done()]
+                while pending_bytes and sum(b for _, b in pending_bytes) + size > PENDING_WRITE_BYTES:
+                    pending_bytes.pop(0)[0].exception()
+                restored = _restored(model, job, picture, outscale=outscale, progress=on_tiles)
+            except _JobError as exc:
+                order.append((job, f"error:{exc}", None))
+                if not pipeline:
+                    ahead = None if following is None else (following, reader.submit(read, following))
+                report(wait=False)
+                continue
+            del picture
+            future = writer.submit(_write_one, restored, job, fmt=fmt, quality=quality)
+            pending_bytes.append((future, size))
+            del restored
+            order.append((job, "restore", future))
+            if not pipeline:
+                future.exception()  # wait for the write, then read the next image
+                ahead = None if following is None else (following, reader.submit(read, following))
+            report(wait=False)
+        report(wait=True)
+    elapsed = time.perf_counter() - started
+
     summary = f"{written} image{'s' if written != 1 else ''} written"
-    err_console.print(summary + (f", {skipped} skipped (already there)" if skipped else ""), soft_wrap=True)
+    if skipped:
+        summary += f", {skipped} skipped (already there)"
+    if written and elapsed > 0:
+        summary += (
+            f" in {elapsed:.1f} s: {written / elapsed:.3g} images/s, {pixels / 1e6 / elapsed:.3g} megapixels/s "
+            "(output)"
+        )
+    err_console.print(summary, soft_wrap=True)
     if failed:
         fail(f"{failed} of {len(jobs)} image{'s' if len(jobs) != 1 else ''} failed")
+
+
+#: Restored images (float32 bytes) allowed to wait for the writer thread before the next image waits.
+PENDING_WRITE_BYTES = 1 << 30
 
 
 class _JobError(Exception):
     """One image could not be restored; the message names the file."""
 
 
-def _restore_one(
-    model: RestorationModel,
-    job: Job,
-    claimed: dict[Path, Path],
-    *,
-    outscale: float | None,
-    fmt: str | None,
-    quality: int,
-    overwrite: bool,
-    max_pixels: int | None,
-    progress: Callable[[int, int], None],
-) -> str:
-    """Restore one image; returns ``"written"`` or ``"skipped"``, raises :class:`_JobError`."""
-    import torch
+def _background_priority() -> None:
+    """Run this (reader or writer) thread at the lowest CPU priority, where the OS allows it.
 
-    from restorekit.data.images import ImageReadError, ImageWriteError, read_picture, write_picture
+    The network's threads take every core; a decoder competing with them at equal priority would stall
+    their parallel regions (each waits for its slowest thread). At nice 19 decoding and encoding fill the
+    gaps the network leaves, and when there are none the pipeline is no slower than one image at a time.
+    """
+    import threading
 
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # Linux: per thread
+    except (AttributeError, OSError):
+        pass
+
+
+def _check_job(job: Job, claimed: dict[Path, Path], *, overwrite: bool) -> str:
+    """``"restore"`` or ``"skipped"`` for *job*; raises :class:`_JobError` for an impossible output."""
     source, target = job.source, job.target
     key = target.resolve()
     if key == source.resolve():
@@ -404,16 +512,46 @@ def _restore_one(
         raise _JobError(f"{target}: is a folder, cannot write the output of {source} there")
     if target.exists() and not overwrite:
         return "skipped"
+    return "restore"
+
+
+def _restored_bytes(picture: Any, scale: int, outscale: float | None) -> int:
+    """Float32 bytes of *picture* restored (colour and alpha) at the model's scale or ``--outscale``."""
+    width, height = picture.size
+    factor = max(scale, outscale or 0)
+    planes = picture.rgb.shape[0] + (0 if picture.alpha is None else 1)
+    return int(width * height * factor * factor * planes * 4)
+
+
+def _decoded(job: Job, reading: Future[Any]) -> Any:
+    """The picture the reader thread decoded; raises :class:`_JobError` naming the file."""
+    from restorekit.data.images import ImageReadError
+
     try:
-        picture = read_picture(source, max_pixels=max_pixels)
-        restored = model.restore_picture(picture, outscale=outscale, progress=progress)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ImageWriteError(target, f"cannot create its folder ({exc.strerror or exc})") from None
-        write_picture(restored, target, format=fmt, quality=quality)
-    except (ImageReadError, ImageWriteError) as exc:
+        return reading.result()
+    except ImageReadError as exc:
         raise _JobError(str(exc)) from None
+    except MemoryError:
+        raise _JobError(f"{job.source}: not enough memory to decode it") from None
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _JobError(f"{job.source}: {reason}") from None
+
+
+def _restored(
+    model: RestorationModel,
+    job: Job,
+    picture: Any,
+    *,
+    outscale: float | None,
+    progress: Callable[[int, int], None],
+) -> Any:
+    """*picture* restored by the network (here, in the main thread); raises :class:`_JobError`."""
+    import torch
+
+    source = job.source
+    try:
+        return model.restore_picture(picture, outscale=outscale, progress=progress)
     except (torch.OutOfMemoryError, MemoryError) as exc:
         where = "device memory" if isinstance(exc, torch.OutOfMemoryError) else "memory"
         if not model.descriptor.tileable:  # runs whole: a smaller tile is no way out
@@ -425,4 +563,23 @@ def _restore_one(
         # E.g. a network that cannot take this image (channels); the first line of torch's message says why.
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise _JobError(f"{source}: {reason}") from None
-    return "written"
+
+
+def _write_one(restored: Any, job: Job, *, fmt: str | None, quality: int) -> int:
+    """Write one result (in the writer thread); returns its pixel count, raises :class:`_JobError`."""
+    from restorekit.data.images import ImageWriteError, write_picture
+
+    target = job.target
+    try:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImageWriteError(target, f"cannot create its folder ({exc.strerror or exc})") from None
+        write_picture(restored, target, format=fmt, quality=quality)
+    except ImageWriteError as exc:
+        raise _JobError(str(exc)) from None
+    except (OSError, ValueError, MemoryError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _JobError(f"{job.source}: cannot write {target} ({reason})") from None
+    width, height = restored.size
+    return width * height

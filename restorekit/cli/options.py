@@ -1,9 +1,10 @@
 """Command-line options shared by ``restore apply`` and ``restore eval``, declared once.
 
-:func:`inference_options` gives a command the ``--tile``, ``--overlap``, ``--batch``, ``--precision`` and
-``--device`` flags and hands it one validated :class:`~restorekit.inference.options.InferenceOptions`
-(parameter ``options``) instead of five loose values. Defaults and the rules behind them come from
-:mod:`restorekit.inference.options`; nothing is written twice here.
+:func:`inference_options` gives a command the ``--tile``, ``--overlap``, ``--batch``, ``--precision``,
+``--device``, ``--compile`` and ``--threads`` flags and hands it one validated
+:class:`~restorekit.inference.options.InferenceOptions` (parameter ``options``) instead of loose values.
+Defaults and the rules behind them come from :mod:`restorekit.inference.options`; nothing is written twice
+here.
 
 Example:
     >>> @inference_options
@@ -48,7 +49,8 @@ _PARAMETERS = (
         None,
         Optional[int],  # noqa: UP007 - typer needs Optional on 3.11
         min=0,
-        help=f"Tile side in input pixels; 0: whole image at once. Default: {DEFAULT_TILE}, or the whole image "
+        help="Tile side in input pixels; 0: whole image at once. Default: the largest tile that fits the memory "
+        f"budget (a quarter of the free RAM, at most 4 GiB; {DEFAULT_TILE} for the plain path), or the whole image "
         "for models that pool over it.",
         show_default=False,
     ),
@@ -73,7 +75,23 @@ _PARAMETERS = (
         "precision",
         _DEFAULTS.precision,
         str,
-        help=f"{'|'.join(PRECISIONS)} (auto: half on CUDA where the model allows).",
+        help=f"{'|'.join(PRECISIONS)} (auto: half on CUDA where the model allows; bf16 is honoured on CPUs "
+        "that compute it natively).",
+    ),
+    _option(
+        "compile",
+        _DEFAULTS.compile,
+        bool,
+        help="torch.compile the network, one graph per tile shape (seconds to minutes per shape; measured not to "
+        "pay on CPU).",
+    ),
+    _option(
+        "threads",
+        _DEFAULTS.threads,
+        Optional[int],  # noqa: UP007
+        min=1,
+        help="CPU threads for the network. Default: one per core.",
+        show_default=False,
     ),
 )
 _NAMES = tuple(p.name for p in _PARAMETERS)

@@ -47,6 +47,8 @@ CLI_NAMES: Mapping[str, str] = {
     "batch_size": "--batch",
     "precision": "--precision",
     "device": "--device",
+    "compile": "--compile",
+    "threads": "--threads",
 }
 _NAME = re.compile(r"`(" + "|".join(CLI_NAMES) + r")`")
 
@@ -137,13 +139,22 @@ class InferenceOptions:
 
     Attributes:
         tile: Tile side in input pixels; ``None`` or ``0``: the whole image in one pass; ``"auto"`` (the
-            default): :data:`DEFAULT_TILE`, or a whole-image pass for networks that must not be tiled.
+            default): :data:`DEFAULT_TILE`, or a whole-image pass for networks that must not be tiled. On
+            the fast path the default grows or shrinks to the largest tile that fits the memory budget
+            (``RestorationModel.working_tile``); an explicit tile is always kept.
         overlap: Context margin per tile side in input pixels; ``"auto"`` (the default):
             :data:`DEFAULT_OVERLAP`, raised to the network's receptive-field margin.
         batch_size: Tiles per forward pass.
         precision: ``auto`` (bf16 or fp16 on CUDA when the network supports it, else fp32), ``fp32``,
             ``fp16`` or ``bf16``.
         device: ``cpu``, ``cuda``, ``cuda:1``, ``mps``; None: CUDA when available, else the CPU.
+        fast: Run the device's fast path (see :mod:`restorekit.inference.runner`: channels-last, packed
+            oneDNN convolutions on the CPU, CUDA graphs on CUDA; balanced tiles, batches kept inside a
+            memory budget); False runs the network exactly as given, the reference the fast path is
+            tested against (equal within one 8-bit level).
+        compile: Also ``torch.compile`` the network, one graph per tile shape (falls back to the fast
+            path when compiling fails). Off by default: on the CPU it was measured not to pay.
+        threads: CPU threads torch uses (process-wide); None: torch's default, one per core.
 
     Raises:
         InferenceOptionsError: A value out of range, an impossible tile geometry, or a device this
@@ -163,6 +174,9 @@ class InferenceOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     precision: str = AUTO
     device: str | None = None
+    fast: bool = True
+    compile: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.tile != AUTO and self.tile is not None:
@@ -179,6 +193,12 @@ class InferenceOptions:
             raise InferenceOptionsError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.device is not None:
             object.__setattr__(self, "device", _checked_device(self.device))
+        for flag in ("fast", "compile"):
+            if not isinstance(getattr(self, flag), bool):
+                name = f"`{flag}`" if flag in CLI_NAMES else flag  # fast has no flag: no backticks to render
+                raise InferenceOptionsError(f"{name} must be true or false, got {getattr(self, flag)!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise InferenceOptionsError(f"`threads` must be a positive integer, got {self.threads!r}")
         # The part of the geometry rule that holds for every network (size multiple 1); the rest waits
         # for plan(), when the network's multiple and margin are known.
         check_geometry(self.tile_or_default, self.overlap_or_default)

@@ -12,6 +12,13 @@ pixels computed at least ``overlap`` pixels away from an artificial border contr
 at least the model's receptive-field radius (in input pixels), the result equals a whole-image pass up to
 floating-point rounding. Sides on the image border need no margin (the model pads there exactly as it
 would for the whole image).
+
+What keeps it fast: with ``balance=True`` the tiles along each axis are shrunk to the smallest size that
+needs no more tiles, so neighbours share no more than the ``3 × overlap`` they must (a 640-pixel side in
+512-pixel tiles is computed as two 368-pixel tiles, 736 pixels, instead of 1024); an image that fits in one
+tile is returned as the model computed it, without a weight buffer; tile outputs are weighted and added
+in place; on CUDA, batches travel through pinned memory with non-blocking copies and each batch's output is
+copied back while the next batch runs.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from restorekit.inference.options import DEFAULT_BATCH_SIZE, DEFAULT_OVERLAP, DEFAULT_TILE, check_geometry
 
-__all__ = ["count_tiles", "tile_layout", "tiled_apply"]
+__all__ = ["balanced_tile", "count_tiles", "tile_layout", "tiled_apply"]
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -83,7 +91,48 @@ def tile_layout(length: int, tile: int | None, overlap: int, multiple: int = 1) 
     return [(start, min(start + size, length)) for start in starts]
 
 
-def count_tiles(h: int, w: int, tile: int | None, overlap: int, multiple: int = 1) -> int:
+def balanced_tile(length: int, tile: int | None, overlap: int, multiple: int = 1) -> int | None:
+    """The smallest tile side that covers an axis of *length* pixels in as few tiles as *tile* does.
+
+    Tiles of side *tile* placed by :func:`tile_layout` share more than ``3 × overlap`` pixels whenever the
+    length is not a whole number of strides (the last tile is moved inwards); every pixel shared beyond
+    that is computed twice for nothing. The balanced side spreads the same number of tiles evenly.
+
+    Args:
+        length: Image size along the axis.
+        tile: The largest tile side allowed, or None (whole axis).
+        overlap: Context margin in input pixels.
+        multiple: The network's size multiple.
+
+    Returns:
+        A tile side ``<= tile`` (a multiple of *multiple* unless it is the whole axis), or None for None.
+
+    Raises:
+        ValueError: A tile too small for the overlap and multiple.
+
+    Example:
+        >>> balanced_tile(640, 512, 32)
+        368
+        >>> balanced_tile(300, 512, 32)  # one tile: the axis itself
+        300
+    """
+    check_geometry(tile, overlap, multiple)
+    if tile is None:
+        return None
+    size = tile - tile % multiple
+    if length <= size:
+        return length
+    count = len(tile_layout(length, size, overlap, multiple))
+    # Evenly spread: count tiles sharing 3 × overlap with each neighbour; rounded up to the multiple, then
+    # grown until the layout needs no more tiles than the full-size one (stride rounding can add one).
+    even = -(-(length + (count - 1) * 3 * overlap) // count)
+    candidate = max(even + -even % multiple, 3 * overlap + multiple)
+    while candidate < size and len(tile_layout(length, candidate, overlap, multiple)) > count:
+        candidate += multiple
+    return min(candidate, size)
+
+
+def count_tiles(h: int, w: int, tile: int | None, overlap: int, multiple: int = 1, *, balance: bool = False) -> int:
     """How many tiles :func:`tiled_apply` runs for an ``h × w`` image.
 
     Args:
@@ -92,6 +141,7 @@ def count_tiles(h: int, w: int, tile: int | None, overlap: int, multiple: int = 
         tile: Tile size, or None for a whole-image pass.
         overlap: Context margin in input pixels.
         multiple: Size multiple the model needs.
+        balance: As in :func:`tiled_apply` (the count is the same; the tiles are smaller).
 
     Returns:
         The number of tiles (1 for a whole-image pass).
@@ -99,9 +149,24 @@ def count_tiles(h: int, w: int, tile: int | None, overlap: int, multiple: int = 
     Raises:
         ValueError: The tile is too small for the overlap and multiple.
     """
-    if _runs_whole(h, w, tile, multiple):
-        return 1
-    return len(tile_layout(h, tile, overlap, multiple)) * len(tile_layout(w, tile, overlap, multiple))
+    rows, cols = _layouts(h, w, tile, overlap, multiple, balance)
+    return len(rows) * len(cols)
+
+
+def _layouts(
+    height: int, width: int, tile: int | None, overlap: int, multiple: int, balance: bool
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The row and column spans of the tiles of a ``height × width`` image."""
+    if _runs_whole(height, width, tile, multiple):
+        return [(0, height)], [(0, width)]
+
+    def axis(length: int) -> list[tuple[int, int]]:
+        side = balanced_tile(length, tile, overlap, multiple) if balance else tile
+        if side is not None and side >= length:
+            return [(0, length)]
+        return tile_layout(length, side, overlap, multiple)
+
+    return axis(height), axis(width)
 
 
 def tiled_apply(
@@ -116,6 +181,7 @@ def tiled_apply(
     dtype: torch.dtype = torch.float32,
     progress: Callable[[int, int], None] | None = None,
     multiple: int = 1,
+    balance: bool = False,
 ) -> torch.Tensor:
     """Run a restoration model over an image of any size, tile by tile, without visible seams.
 
@@ -140,6 +206,9 @@ def tiled_apply(
         multiple: Every tile (and a whole-image pass) is reflect-padded up to a multiple of this and the
             output cropped back, for networks that downsample (e.g. 4 for DeblurGAN's generator). The tile
             size is rounded down to a multiple of it and tiles start on multiples of it.
+        balance: Shrink the tiles along each axis to the smallest side that needs no more of them (see
+            :func:`balanced_tile`): less work for the same result, at the price of tile shapes that depend
+            on the image size.
 
     Returns:
         The ``(C', H·scale, W·scale)`` float32 output on the CPU.
@@ -162,12 +231,30 @@ def tiled_apply(
     check_geometry(tile, overlap, multiple)
     _, height, width = image.shape
     device = torch.device(device)
+    cuda = device.type == "cuda"
 
-    whole = _runs_whole(height, width, tile, multiple)
-    rows = [(0, height)] if whole else tile_layout(height, tile, overlap, multiple)
-    cols = [(0, width)] if whole else tile_layout(width, tile, overlap, multiple)
+    rows, cols = _layouts(height, width, tile, overlap, multiple, balance)
     row_spans = [_Span(a, b, a == 0, b == height) for a, b in rows]
     col_spans = [_Span(a, b, a == 0, b == width) for a, b in cols]
+    total = len(row_spans) * len(col_spans)
+
+    if total == 1:  # one tile: the model's output is the result, no weights, no second buffer
+        with torch.inference_mode():
+            batch = _pad_to_multiple(image[None], multiple)
+            batch = _to_device(batch, device, dtype, cuda)
+            result = model_fn(batch)
+            _check_output(result, batch, scale, 1)
+            output = result[0, :, : height * scale, : width * scale].to("cpu", torch.float32)
+        if progress is not None:
+            progress(1, 1)
+        # Returned as is only when it is a buffer of its own that callers may modify: not the input (an
+        # identity model), not a view keeping a padded or channels-last buffer alive, not an inference tensor
+        # (which refuses in-place updates outside inference mode). The copy is made here, outside it.
+        own = output.untyped_storage().data_ptr() != image.untyped_storage().data_ptr()
+        if own and output.is_contiguous() and output.storage_offset() == 0 and not output.is_inference():
+            return output
+        return output.clone(memory_format=torch.contiguous_format)
+
     row_weights = _axis_weights(row_spans, height, overlap, scale)
     col_weights = _axis_weights(col_spans, width, overlap, scale)
 
@@ -176,10 +263,21 @@ def tiled_apply(
     for i, r in enumerate(row_spans):
         for j, c in enumerate(col_spans):
             groups.setdefault((r.length, c.length), []).append((i, j))
-    total = len(row_spans) * len(col_spans)
 
     output: torch.Tensor | None = None
+    pending: list[tuple[Any, torch.Tensor, list[tuple[int, int]]]] = []  # CUDA: outputs still being copied back
     done = 0
+
+    def accumulate(weighted: torch.Tensor, chunk: list[tuple[int, int]], *, premultiplied: bool) -> None:
+        assert output is not None
+        for k, (i, j) in enumerate(chunk):
+            r, c = row_spans[i], col_spans[j]
+            target = output[:, r.start * scale : r.stop * scale, c.start * scale : c.stop * scale]
+            if premultiplied:
+                target += weighted[k]
+            else:  # weight and add in one pass, without a weighted temporary
+                target.addcmul_(weighted[k], row_weights[i][:, None] * col_weights[j][None, :])
+
     with torch.inference_mode():
         for (tile_h, tile_w), members in groups.items():
             for first in range(0, len(members), batch_size):
@@ -188,24 +286,46 @@ def tiled_apply(
                     image[:, row_spans[i].start : row_spans[i].stop, col_spans[j].start : col_spans[j].stop]
                     for i, j in chunk
                 ]
-                batch = torch.stack(crops)
-                batch = _pad_to_multiple(batch, multiple).to(device=device, dtype=dtype)
+                batch = _to_device(_pad_to_multiple(torch.stack(crops), multiple), device, dtype, cuda)
                 result = model_fn(batch)
                 _check_output(result, batch, scale, len(chunk))
-                result = result[:, :, : tile_h * scale, : tile_w * scale].float()
+                result = result[:, :, : tile_h * scale, : tile_w * scale]
                 if output is None:
-                    output = torch.zeros(result.shape[1], height * scale, width * scale, dtype=torch.float32)
-                for k, (i, j) in enumerate(chunk):
-                    r, c = row_spans[i], col_spans[j]
-                    weight = torch.outer(row_weights[i], col_weights[j]).to(result.device)
-                    output[:, r.start * scale : r.stop * scale, c.start * scale : c.stop * scale] += (
-                        (result[k] * weight).to("cpu")
-                    )
+                    with torch.inference_mode(False):  # a normal tensor: callers may update it in place
+                        output = torch.zeros(result.shape[1], height * scale, width * scale, dtype=torch.float32)
+                if cuda:  # pragma: no cover - needs a GPU
+                    # Weight on the device, copy back without waiting; the CPU adds the previous batch
+                    # while this one is computed and copied.
+                    weights = torch.stack(
+                        [torch.outer(row_weights[i], col_weights[j]) for i, j in chunk]
+                    ).to(device, non_blocking=True)
+                    weighted = result.float() * weights[:, None]
+                    host = torch.empty(weighted.shape, dtype=torch.float32, pin_memory=True)
+                    host.copy_(weighted, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                    pending.append((event, host, chunk))
+                    while len(pending) > 1:
+                        event, host, old = pending.pop(0)
+                        event.synchronize()
+                        accumulate(host, old, premultiplied=True)
+                else:
+                    accumulate(result.to("cpu", torch.float32), chunk, premultiplied=False)
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
+        for event, host, old in pending:  # pragma: no cover - needs a GPU
+            event.synchronize()
+            accumulate(host, old, premultiplied=True)
     assert output is not None  # at least one tile always runs
     return output
+
+
+def _to_device(batch: torch.Tensor, device: torch.device, dtype: torch.dtype, cuda: bool) -> torch.Tensor:
+    """The batch on the device in the model's dtype; through pinned memory, without waiting, on CUDA."""
+    if cuda:  # pragma: no cover - needs a GPU
+        return batch.contiguous().pin_memory().to(device=device, dtype=dtype, non_blocking=True)
+    return batch.to(device=device, dtype=dtype)
 
 
 def _runs_whole(height: int, width: int, tile: int | None, multiple: int) -> bool:
