@@ -462,5 +462,6 @@ def store_network(name: str, network: nn.Module, info: WeightInfo, *, source: st
 
 
 def _check_name(name: str) -> None:
-    if not name or "/" in name or "\\" in name or name.startswith("."):
+    if not name or "/" in name or "\\" in name or name.startswith(".") or not name.isprintable() or len(name) > 200:
+        # Names become file names and are printed: no separators, hidden files or control characters.
         raise ValueError(f"invalid model name {name!r}")

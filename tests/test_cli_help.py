@@ -151,8 +151,8 @@ def test_top_level_examples_parse_and_need_nothing_unnamed():
             recipe = ctx.params["recipe"]
             assert recipe in recipes or (REPO / recipe).is_file(), f"'restore run {recipe}': no such recipe"
             trained.add(Path(recipe).stem)
-        model = ctx.params.get("model_ref")
-        if model is not None:
+        given = ctx.params.get("model_ref", ctx.params.get("model_refs"))  # apply: one; eval: several
+        for model in [given] if isinstance(given, str) else list(given or []):
             assert model in catalogue | BASELINES | trained, (
                 f"'restore {' '.join(args)}' needs a model '{model}' that a fresh install has not got"
             )

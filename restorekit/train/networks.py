@@ -160,4 +160,9 @@ def load_network_state(networks: list[TrainedNetwork], payload: dict[str, Any], 
         for net in networks:
             if net.role not in states:
                 raise TrainingError(f"{source}: the checkpoint has no {section} state for the {net.role}")
-            getattr(net, attr).load_state_dict(states[net.role])
+            try:
+                getattr(net, attr).load_state_dict(states[net.role])
+            except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+                # Tensors that do not fit the networks (or optimizer groups of another recipe).
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise TrainingError(f"{source}: the {net.role}'s {section} state does not fit: {first[:300]}") from None

@@ -44,9 +44,11 @@ class MetricsLog:
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
+        """Close the file (and TensorBoard writer); closing again does nothing."""
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+            self._tb = None
 
 
 def _last_byte(path: Path) -> bytes:

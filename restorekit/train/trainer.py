@@ -197,10 +197,14 @@ class Trainer:
             world_size=self.env.world_size,
         )
         workers = settings.workers
+        # The loader's own seed comes from this generator, not the global RNG: creating the iterator on
+        # a resumed run then leaves the restored global RNG state exactly as an uninterrupted run has it.
+        seeds = torch.Generator().manual_seed(self.recipe.train.seed * 1_000_003 + start_batch)
         return DataLoader(
             dataset,
             batch_size=self.micro_batch,
             sampler=sampler,
+            generator=seeds,
             num_workers=workers,
             pin_memory=settings.pin_memory and self.device.type == "cuda",
             persistent_workers=workers > 0,
@@ -389,8 +393,15 @@ class Trainer:
         run_state_module.prepare_run_dir(self, resume=resume, resume_from=resume_from)
 
     def fit(self) -> TrainResult:
+        log = MetricsLog(self.run_dir, tensorboard=self.recipe.output.tensorboard) if self.main else None
+        try:
+            return self._fit(log)
+        finally:
+            if log is not None:
+                log.close()  # closing twice is harmless: finish_run closes it on success
+
+    def _fit(self, log: MetricsLog | None) -> TrainResult:
         r, t = self.recipe, self.recipe.train
-        log = MetricsLog(self.run_dir, tensorboard=r.output.tensorboard) if self.main else None
         loader = self._loader(start_batch=self.step * t.accumulate)
         batches = iter(loader)
         stop = False
