@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from restorekit.inference.runner import (
     NetworkRunner,
     activation_bytes_per_pixel,
     cpu_bf16_native,
+    heap_reuse,
     memory_budget,
     set_threads,
 )
@@ -369,10 +371,12 @@ class RestorationModel:
             raise ValueError(f"expected a (C, H, W) image, got shape {tuple(image.shape)}")
         gray = image.shape[0] == 1 and self.in_channels == 3
         x = (image.expand(3, -1, -1) if gray else image).float().cpu()
-        out = self._run(x, self.dtype, progress)
-        if self.dtype != torch.float32 and not torch.isfinite(out).all():
-            warnings.warn(f"{self.name}: half precision gave NaN/inf; redoing this image in fp32", stacklevel=2)
-            out = self._run(x, torch.float32, progress)
+        reuse = heap_reuse() if self.options.fast and self.device.type == "cpu" else contextlib.nullcontext()
+        with reuse:  # feature maps reused from the heap, not mapped afresh per layer (see heap_reuse)
+            out = self._run(x, self.dtype, progress)
+            if self.dtype != torch.float32 and not torch.isfinite(out).all():
+                warnings.warn(f"{self.name}: half precision gave NaN/inf; redoing this image in fp32", stacklevel=2)
+                out = self._run(x, torch.float32, progress)
         out = out.clamp_(0, 1)  # in place: tiled_apply's buffer is ours, and a copy would double the peak
         if gray:
             out = (0.299 * out[0] + 0.587 * out[1] + 0.114 * out[2])[None]
