@@ -24,7 +24,6 @@ on the same weights, see ``benchmarks/apply_vs_spandrel.py``.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import platform
 import resource
@@ -37,44 +36,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from common import cpu_model, parse_arg, parse_size  # noqa: E402
+
 from restorekit.inference.tiling import count_tiles  # noqa: E402
 from restorekit.plugins import registry  # noqa: E402
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1920x1080"`` → ``(1920, 1080)`` (width, height)."""
-    try:
-        width, height = (int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--size must look like 1920x1080, got {text!r}") from exc
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"--size must be positive, got {text!r}")
-    return width, height
-
-
-def parse_arg(text: str) -> tuple[str, Any]:
-    """``"num_blocks=16"`` → ``("num_blocks", 16)``; values are Python literals, else strings."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--arg must look like key=value, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
 def machine_description(device: torch.device) -> dict[str, str]:
     """CPU model, torch version and accelerator name."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "cpu": cpu,
         "cpu_threads": str(torch.get_num_threads()),

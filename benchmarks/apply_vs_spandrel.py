@@ -1,4 +1,4 @@
-"""restorekit's inference against spandrel's bare forward pass: same weights, same images, one process.
+"""restorekit's inference against spandrel's bare forward pass: same weights, same images, A/B interleaved.
 
 spandrel is what chaiNNer and ComfyUI run: its ``ImageModelDescriptor`` loads a state dict and calls the
 network under ``torch.inference_mode`` on the whole image, then clamps. restorekit loads the same weights
@@ -6,10 +6,12 @@ from a ``.safetensors`` file with :func:`restorekit.load_model` and restores the
 ``RestorationModel.restore_tensor`` (its default tiles, or ``--tile 0``: a whole-image pass). Both get the
 same float32 ``(3, H, W)`` image and give a clamped float image; with ``--pil`` both go PIL in, PIL out.
 
-The two are timed A/B interleaved in one process (A B B A, so drift and other jobs on a shared machine hit
-both alike); the speed-up is the median of the per-pair time ratios. Peak memory is sampled from the
-process's resident set (``/proc/self/statm``, every 2 ms) above what was resident before the call, or
-``torch.cuda.max_memory_allocated`` on CUDA. The output difference is the largest absolute difference,
+The two are timed A/B interleaved (A B B A, so drift and other jobs on a shared machine hit both alike),
+each side in a process of its own that stays up for the whole row: restorekit tunes the C heap while it
+restores an image, which would also speed up a bare forward pass run in the same process, and that is
+not what a spandrel user gets. The speed-up is the median of the per-pair time ratios. Peak memory is
+sampled from a fresh process's resident set (``/proc/self/statm``, every 2 ms) above what was resident
+before the call, or ``torch.cuda.max_memory_allocated`` on CUDA. The output difference is the largest absolute difference,
 in 8-bit levels, between the two 8-bit results; spandrel's fp32 pass is a plain fp32 forward of the same
 weights over the whole image, so that is also the distance from plain fp32.
 
@@ -30,6 +32,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,13 +43,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from common import cpu_model, parse_arg, parse_size  # noqa: E402
 
 #: The papers' configurations (what the released checkpoints use).
 MODELS: dict[str, dict[str, Any]] = {
@@ -59,40 +64,9 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 SHARED_DATA = Path(os.environ.get("RESTOREKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x480"`` → ``(640, 480)`` (width, height)."""
-    try:
-        width, height = (int(v) for v in text.lower().replace("×", "x").split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"size must look like 640x480, got {text!r}") from exc
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
-
-
-def parse_arg(text: str) -> tuple[str, Any]:
-    """``"num_conv=16"`` → ``("num_conv", 16)``; values are Python literals, else strings."""
-    import ast
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--arg must look like key=value, got {text!r}")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
-
-
 def machine_description(device: torch.device) -> dict[str, str]:
     """CPU model, threads, torch version and accelerator name."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "cpu": cpu,
         "cores": str(os.cpu_count()),
@@ -234,36 +208,103 @@ class Row:
     load_average: str  # 1-minute load average before and after the row's timings
 
 
-@dataclass
-class Timing:
-    seconds: list[float] = field(default_factory=list)
-    peak: int = 0  # CUDA: bytes allocated above what was in use before the call, largest over the calls
-    output: Any = None  # the last call's result
+class Worker:
+    """One side of a comparison in a process of its own, timed on request (``run``), kept between calls.
+
+    Each side runs in its own process so that neither changes the other's conditions: restorekit tunes
+    the C heap while it restores an image (``runner.heap_reuse``), which would make a bare forward pass in
+    the same process faster than it is for anyone running it alone, and each side's allocator, oneDNN
+    primitive cache and thread pool stay its own. The two processes are driven alternately, so drift and
+    other jobs on the machine still hit both alike.
+    """
+
+    def __init__(self, case: Case, weights: Path, side: str, threads: int | None) -> None:
+        case_json = json.dumps({**asdict(case), "size": list(case.size)})
+        command = [sys.executable, __file__, "--_worker", case_json, str(weights), side, str(threads or 0)]
+        self.side = side
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.ready = self.ask("ready")
+
+    def ask(self, command: str) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY) :])
+        raise SystemExit(f"the {self.side} worker stopped (exit {self.process.wait()}) on {command!r}")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
 
 
-def interleaved(a: Callable[[], Any], b: Callable[[], Any], pairs: int, device: torch.device) -> tuple[Timing, Timing]:
-    """Time *a* and *b* run A B B A A B ... after one warm-up call each."""
+REPLY = "@@reply "
+
+
+def worker(case_json: str, weights: str, side: str, threads: int) -> None:
+    """In a worker process: load one side, then answer ``ready``, ``run``, ``save PATH``, ``describe``, ``quit``."""
+    from safetensors.torch import save_file
+
+    if threads:
+        torch.set_num_threads(threads)
+    data = json.loads(case_json)
+    case = Case(**{**data, "size": tuple(data["size"])})
+    sides = make_sides(case, Path(weights), load_state(Path(weights)))
+    fn = sides.baseline if side == "baseline" else sides.restorekit
+    device = torch.device(case.device)
     cuda = device.type == "cuda"
+    output: Any = None
 
-    def timed(fn: Callable[[], Any], into: Timing) -> None:
-        into.output = None  # the previous result is not part of this call's memory
-        if cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            before = torch.cuda.memory_allocated(device)
-        start = time.perf_counter()
-        into.output = fn()
-        if cuda:
-            torch.cuda.synchronize(device)
-            into.peak = max(into.peak, torch.cuda.max_memory_allocated(device) - before)
-        into.seconds.append(time.perf_counter() - start)
+    def reply(**values: Any) -> None:
+        sys.stdout.write(REPLY + json.dumps(values) + "\n")
+        sys.stdout.flush()
 
-    first, second = Timing(), Timing()
-    a(), b()  # warm-up: oneDNN primitive caches, weight packing, cuDNN autotuning, CUDA graph capture
+    for line in sys.stdin:
+        command, _, argument = line.strip().partition(" ")
+        if command == "ready":
+            reply(baseline_name=sides.baseline_name)
+        elif command == "run":
+            output = None  # the previous result is not part of this call's memory
+            if cuda:
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                before = torch.cuda.memory_allocated(device)
+            start = time.perf_counter()
+            output = fn()
+            peak = 0
+            if cuda:
+                torch.cuda.synchronize(device)
+                peak = torch.cuda.max_memory_allocated(device) - before
+            reply(seconds=time.perf_counter() - start, peak=peak)
+        elif command == "save":
+            save_file({"image": sides.to_tensor(output).float().contiguous()}, argument)
+            reply()
+        elif command == "describe":
+            model = sides.model
+            width, height = case.size
+            tile = model.working_tile if max(width, height) > (model.tile or 0) else model.tile
+            reply(tile=tile, batch=model.working_batch_size, runner=model.runner.description,
+                  threads=torch.get_num_threads())  # fmt: skip
+        elif command == "quit":
+            break
+
+
+def interleaved(a: Worker, b: Worker, pairs: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time *a* and *b* run A B B A A B ... after one warm-up call each."""
+    first: list[dict[str, Any]] = []
+    second: list[dict[str, Any]] = []
+    a.ask("run"), b.ask("run")  # warm-up: oneDNN primitive caches, weight packing, cuDNN autotuning, CUDA graphs
     for i in range(pairs):
         order = ((a, first), (b, second)) if i % 2 == 0 else ((b, second), (a, first))
-        for fn, into in order:
-            timed(fn, into)
+        for side, into in order:
+            into.append(side.ask("run"))
     return first, second
 
 
@@ -373,27 +414,38 @@ def load_state(weights: Path) -> dict[str, torch.Tensor]:
     return load_file(str(weights))
 
 
-def compare(case: Case, *, weights: Path, state: dict[str, torch.Tensor], pairs: int) -> Row:
-    """Time both sides A/B interleaved, then measure each one's peak memory in a fresh process."""
+def compare(case: Case, *, weights: Path, pairs: int, threads: int | None = None) -> Row:
+    """Time both sides A/B interleaved, each in its own process, then measure each one's peak memory afresh."""
     device = torch.device(case.device)
-    sides = make_sides(case, weights, state)
-    load_before = _load()
-    theirs, ours = interleaved(sides.baseline, sides.restorekit, pairs, device)
-    load_after = _load()
-    ratios = [t / o for t, o in zip(theirs.seconds, ours.seconds)]
-    levels_apart = levels(sides.to_tensor(ours.output), sides.to_tensor(theirs.output))
-    model = sides.model
+    theirs_worker = Worker(case, weights, "baseline", threads)
+    ours_worker = Worker(case, weights, "restorekit", threads)
+    try:
+        load_before = _load()
+        theirs, ours = interleaved(theirs_worker, ours_worker, pairs)
+        load_after = _load()
+        with tempfile.TemporaryDirectory() as tmp:
+            results = []
+            for worker_ in (ours_worker, theirs_worker):
+                path = Path(tmp) / f"{worker_.side}.safetensors"
+                worker_.ask(f"save {path}")
+                results.append(load_state(path)["image"])
+        described = ours_worker.ask("describe")
+        baseline_name = theirs_worker.ready["baseline_name"]
+    finally:
+        theirs_worker.close()
+        ours_worker.close()
+    levels_apart = levels(*results)
+    theirs_s = [r["seconds"] for r in theirs]
+    ours_s = [r["seconds"] for r in ours]
+    ratios = [t / o for t, o in zip(theirs_s, ours_s)]
     width, height = case.size
-    tile = model.working_tile if max(width, height) > (model.tile or 0) else model.tile  # what this image ran with
+    tile = described["tile"]
     whole = tile is None or (tile >= width and tile >= height)
-    settings = "whole image" if whole else f"tiles ≤ {tile}, batch {model.working_batch_size}"
+    settings = "whole image" if whole else f"tiles ≤ {tile}, batch {described['batch']}"
     if case.tile == "default":
         settings = f"default ({settings})"
-    runner = model.runner.description
-    baseline_name = sides.baseline_name
-    del sides, model, theirs.output, ours.output
     if device.type == "cuda":
-        peaks = (theirs.peak, ours.peak)
+        peaks = (max(r["peak"] for r in theirs), max(r["peak"] for r in ours))
     else:
         peaks = (peak_in_child(case, weights, "baseline"), peak_in_child(case, weights, "restorekit"))
     return Row(
@@ -402,16 +454,16 @@ def compare(case: Case, *, weights: Path, state: dict[str, torch.Tensor], pairs:
         precision=case.precision,
         baseline=baseline_name,
         restorekit=settings + (", compile" if case.compile else "") + (", PIL in/out" if case.pil else ""),
-        baseline_s=round(statistics.median(theirs.seconds), 4),
-        restorekit_s=round(statistics.median(ours.seconds), 4),
+        baseline_s=round(statistics.median(theirs_s), 4),
+        restorekit_s=round(statistics.median(ours_s), 4),
         speedup_median=round(statistics.median(ratios), 3),
-        speedup_min=round(min(theirs.seconds) / min(ours.seconds), 3),
+        speedup_min=round(min(theirs_s) / min(ours_s), 3),
         pairs=pairs,
         baseline_peak_MiB=round(peaks[0] / 2**20, 1),
         restorekit_peak_MiB=round(peaks[1] / 2**20, 1),
         levels=levels_apart,
-        runner=runner,
-        threads=torch.get_num_threads(),
+        runner=described["runner"],
+        threads=described["threads"],
         load_average=f"{load_before} → {load_after}",
     )
 
@@ -492,6 +544,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--_peak-child"]:
         sys.stdout.write(json.dumps(peak_child(*argv[1:4])) + "\n")
         return 0
+    if argv[:1] == ["--_worker"]:
+        worker(argv[1], argv[2], argv[3], int(argv[4]))
+        return 0
     if argv[:1] == ["--_rss-child"]:
         weights, size, tile = argv[1], parse_size(argv[2]), argv[3]
         sys.stdout.write(json.dumps(rss_child(weights, *size, tile)) + "\n")
@@ -536,12 +591,12 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            weights, state = build(name, Path(tmp), changes=dict(args.arg))
+            weights, _state = build(name, Path(tmp), changes=dict(args.arg))
             for precision in precisions:
                 for width, height in args.sizes:
                     for tile in args.tile:
                         case = Case(name, (width, height), precision, str(device), tile, args.pil, args.compile)
-                        row = compare(case, weights=weights, state=state, pairs=args.repeat)
+                        row = compare(case, weights=weights, pairs=args.repeat, threads=args.threads)
                         rows.append(row)
                         sys.stdout.write(json.dumps(asdict(row)) + "\n")
                         sys.stdout.flush()

@@ -21,7 +21,6 @@ Random weights cost the same as trained ones. ``--weights`` takes a store name o
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import platform
 import resource
@@ -36,29 +35,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from common import cpu_model, parse_arg, parse_size  # noqa: E402
+
 from restorekit.data.images import Picture  # noqa: E402
 from restorekit.inference.model import RestorationModel  # noqa: E402
 from restorekit.inference.options import InferenceOptions  # noqa: E402
 from restorekit.plugins import registry  # noqa: E402
 from restorekit.video import VideoOptions, restore_video  # noqa: E402
 from restorekit.weights import WeightInfo  # noqa: E402
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"854x480"`` → ``(854, 480)``."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--size must look like 1280x720, got {text!r}") from exc
-    return width, height
-
-
-def parse_arg(text: str) -> tuple[str, Any]:
-    key, _, value = text.partition("=")
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
 
 
 def make_clip(path: Path, width: int, height: int, frames: int, fps: int = 25) -> None:
@@ -104,15 +88,7 @@ def decoded_frames(path: Path, count: int) -> list[torch.Tensor]:
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(
-            line.partition(":")[2].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     info = {"cpu": cpu, "cpu_threads": str(torch.get_num_threads()), "torch": torch.__version__}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
