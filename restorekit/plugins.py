@@ -458,7 +458,10 @@ def interrupted_by_user() -> bool:
 def _interrupt_is_the_users(state: _Interrupts) -> bool:
     # Without our handler in place (another one was installed meanwhile, such as the trainer's, or this
     # is not the main thread) a KeyboardInterrupt may well be the user's: let it stop the program.
-    return state.user or state.handler is None or signal.getsignal(signal.SIGINT) is not state.handler
+    current = signal.getsignal(signal.SIGINT)
+    if state.handler is None and current is signal.SIG_IGN:
+        return False  # Ctrl-C is ignored in this process (nohup, a background job): code raised it
+    return state.user or state.handler is None or current is not state.handler
 
 
 def call_plugin(

@@ -460,3 +460,13 @@ def test_generator_init_takes_the_pth_files_its_schema_documents(tmp_path, tiny_
     trainer = Trainer(load_recipe(tiny_recipe(), settings), quiet=True)
     for key, value in source.state_dict().items():
         assert torch.equal(trainer.generator.state_dict()[key].cpu(), value), key
+
+
+def test_a_plugins_keyboard_interrupt_is_contained_where_ctrl_c_is_ignored():
+    """A background job (``cmd &``) or nohup ignores SIGINT: a KeyboardInterrupt there can only be code's."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(PluginError, match="KeyboardInterrupt"):
+            call_plugin("evil", "import", _interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
