@@ -148,7 +148,7 @@ class PeakSampler:
 
 def build(
     name: str, folder: Path, seed: int = 0, changes: dict[str, Any] | None = None
-) -> tuple[Path, dict[str, torch.Tensor]]:
+) -> Path:
     """Random weights for *name* at the paper configuration (with *changes*), saved as ``.safetensors``."""
     from restorekit.plugins import registry
     from restorekit.weights import WeightInfo, save_weights
@@ -162,7 +162,7 @@ def build(
         folder / f"{name}.safetensors",
         WeightInfo(name=name, args=args, task=task, scale=int(network.scale), plugin=PLUGINS[name]),
     )
-    return path, {k: v.detach().clone() for k, v in network.state_dict().items()}
+    return path
 
 
 def spandrel_model(state: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> Any | None:
@@ -510,7 +510,7 @@ def run_rss(
 ) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        weights, _ = build(model, Path(tmp), changes=changes)
+        weights = build(model, Path(tmp), changes=changes)
         for width, height in sizes:
             command = [sys.executable, __file__, "--_rss-child", str(weights), f"{width}x{height}", tile]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -591,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
-            weights, _state = build(name, Path(tmp), changes=dict(args.arg))
+            weights = build(name, Path(tmp), changes=dict(args.arg))
             for precision in precisions:
                 for width, height in args.sizes:
                     for tile in args.tile:

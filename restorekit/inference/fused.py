@@ -82,8 +82,11 @@ def _bounds(convs: Sequence[nn.Module], channels: int) -> list[int] | None:
     return bounds
 
 
-def _parts(conv: nn.Module, bounds: list[int], upto: int, scale: float) -> tuple[list[Tensor], Tensor | None]:
-    """The packed weight slices of *conv* for features ``0..upto`` (scaled), made again when the weight changes."""
+def _parts(conv: nn.Module, bounds: list[int], upto: int, scale: float) -> tuple[list[Tensor], Tensor | None, tuple]:
+    """The packed weight slices of *conv* for features ``0..upto`` (scaled), its bias (scaled) and geometry.
+
+    Made once and again only when the weight, the bias, the layout or the scale changes.
+    """
     weight = conv.weight
     key = (weight.data_ptr(), weight._version, tuple(weight.shape), tuple(bounds[: upto + 2]), scale)
     bias = conv.bias
@@ -101,8 +104,8 @@ def _parts(conv: nn.Module, bounds: list[int], upto: int, scale: float) -> tuple
                 torch.ops.mkldnn._reorder_convolution_weight(part, *geometry, [1, part.shape[1], 64, 64])
             )
         scaled_bias = None if bias is None else (bias.detach() * scale if scale != 1.0 else bias.detach())
-        cached = state["_dense_parts"] = (key, slices, scaled_bias)
-    return cached[1], cached[2]
+        cached = state["_dense_parts"] = (key, slices, scaled_bias, geometry)
+    return cached[1], cached[2], cached[3]
 
 
 def dense_block(
@@ -145,11 +148,12 @@ def dense_block(
     last = len(convs) - 1
     accumulators: list[Tensor] = []
     weights: list[list[Tensor]] = []
+    geometries: list[tuple] = []
     for k, conv in enumerate(convs):
         scale = float(residual_scale) if k == last else 1.0
-        slices, bias = _parts(conv, bounds, k, scale)
+        slices, bias, geometry = _parts(conv, bounds, k, scale)
         weights.append(slices)
-        geometry = (list(conv.padding), [1, 1], [1, 1], 1)
+        geometries.append(geometry)
         if k == last:  # the residual rides on the first share: conv(x) * scale + x
             acc = ops._convolution_pointwise.binary(
                 x, x, slices[0], bias, *geometry, "add", 1.0, None, [], None
@@ -164,9 +168,7 @@ def dense_block(
         else:
             feature = F.leaky_relu(feature, negative_slope, inplace=True)
         for k in range(j, last + 1):
-            conv = convs[k]
             ops._convolution_pointwise_.binary(
-                accumulators[k], feature, weights[k][j], None,
-                list(conv.padding), [1, 1], [1, 1], 1, "add", 1.0, None, [], None,
-            )  # fmt: skip
+                accumulators[k], feature, weights[k][j], None, *geometries[k], "add", 1.0, None, [], None
+            )
     return accumulators[last]

@@ -108,8 +108,8 @@ def fast_path_active(x: Tensor) -> bool:
     network's plain code.
     """
     return (
-        _PACKED.get()
-        and not torch.compiler.is_compiling()
+        not torch.compiler.is_compiling()  # first: torch.compile traces the plain code and fuses by itself
+        and _PACKED.get()
         and x.dtype == torch.float32
         and x.device.type == "cpu"
         and not torch.is_grad_enabled()
@@ -143,14 +143,7 @@ class PackedConv2d(nn.Conv2d):
         return state["_packed"], state["_packed_geometry"]
 
     def forward(self, x: Tensor) -> Tensor:
-        if (
-            torch.compiler.is_compiling()  # first: torch.compile traces the plain convolution and packs itself
-            or not _PACKED.get()
-            or x.dtype != torch.float32
-            or x.device.type != "cpu"
-            or self.weight.device.type != "cpu"
-            or torch.is_autocast_enabled("cpu")
-        ):
+        if not fast_path_active(x) or self.weight.device.type != "cpu":
             return super().forward(x)
         packed, geometry = self._packed_weight()
         bias = None if self.bias is None else self.bias.detach()
